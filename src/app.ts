@@ -1,0 +1,133 @@
+/**
+ * buildApp(deps): the HTTP application, separate from `listen` so tests drive it with
+ * `app.inject()`. Platform plugins first (ids, headers, CORS, auth, metrics, rate
+ * limiting, roles, idempotency, compression), then each part's routes, then the docs.
+ */
+import type { Kysely } from 'kysely';
+import type { Redis } from 'ioredis';
+import { createIdentityService, type IdentityService } from './identity/service.js';
+import type { IdentityDb } from './identity/repository.js';
+import { registerIdentityRoutes } from './identity/routes.js';
+import { createTokenSigner } from './identity/tokens.js';
+import type { Config } from './platform/config.js';
+import { createFieldCipher, type FieldCipher } from './platform/crypto.js';
+import type { Database } from './platform/database.js';
+import { registerHealthRoutes, type HealthCheck } from './platform/health.js';
+import {
+  createHttpServer,
+  installAuthorization,
+  installCompression,
+  registerDocsRoutes,
+  type App,
+} from './platform/http.js';
+import { installIdempotency } from './platform/idempotency.js';
+import type { Logger } from './platform/logger.js';
+import { createMetrics, installHttpMetrics, registerMetricsRoute, type Metrics } from './platform/metrics.js';
+import { packageVersion } from './platform/paths.js';
+import {
+  createMemoryRateLimitStore,
+  createRedisRateLimitStore,
+  fallbackReporter,
+  installRateLimit,
+  withFallback,
+  type RateLimitStore,
+} from './platform/rate-limit.js';
+
+/** Every table the application knows. */
+export type AppDatabase = IdentityDb;
+
+export interface AppDeps {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly database: Database<AppDatabase>;
+  /** Present when REDIS_URL is set. The caller owns and closes it. */
+  readonly redis?: Redis;
+  readonly clock?: () => Date;
+  readonly metrics?: Metrics;
+  /** Extra readiness checks (e.g. the job worker when one runs in this process). */
+  readonly healthChecks?: readonly HealthCheck[];
+}
+
+export interface BuiltApp {
+  readonly app: App;
+  readonly identity: IdentityService;
+  readonly cipher: FieldCipher;
+  readonly metrics: Metrics;
+  readonly rateLimitStore: RateLimitStore;
+  /** Call when shutdown begins: readiness turns 503 while in-flight requests finish. */
+  beginShutdown(): void;
+}
+
+export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
+  const { config, logger, database } = deps;
+  const db: Kysely<AppDatabase> = database.db;
+  const clock = deps.clock ?? (() => new Date());
+  const metrics = deps.metrics ?? createMetrics();
+  const cipher = createFieldCipher(config.encryptionKey);
+  const signer = createTokenSigner(config.secretKey, config.accessTokenExpireMinutes);
+
+  const memoryStore = createMemoryRateLimitStore();
+  const rateLimitStore: RateLimitStore = deps.redis
+    ? withFallback(createRedisRateLimitStore(deps.redis), memoryStore, fallbackReporter(logger, metrics.rateLimitStoreFallbacks))
+    : memoryStore;
+
+  const identity = createIdentityService({
+    db,
+    cipher,
+    signer,
+    clock,
+    logger,
+    loginLimiter: { store: rateLimitStore, ...config.loginRateLimit },
+    refreshTokenExpireDays: config.refreshTokenExpireDays,
+  });
+
+  const app = await createHttpServer({
+    logger,
+    ...config.http,
+    trustProxy: config.trustProxy,
+    allowedOrigins: config.allowedOrigins,
+    authenticator: identity.authenticator(),
+    openapi: {
+      title: 'Loanbook API',
+      version: packageVersion,
+      description:
+        'Lending core: decisions, servicing, ledger and cashflow projection. Errors are RFC 9457 problem+json; ' +
+        'amounts are decimal strings; every operation lists the roles that may call it in `x-roles`.',
+    },
+  });
+  installHttpMetrics(app, metrics);
+  installRateLimit(app, { store: rateLimitStore, ...config.rateLimit });
+  installAuthorization(app);
+  installIdempotency(app, db, {
+    retentionHours: config.idempotencyRetentionHours,
+    claimTimeoutMs: config.http.requestTimeoutMs + 30_000,
+  });
+  await installCompression(app);
+
+  let shuttingDown = false;
+  const checks: HealthCheck[] = [{ name: 'database', critical: true, check: () => database.ping() }];
+  if (deps.redis) {
+    const redis = deps.redis;
+    // Not critical: the rate limiter falls back to in-process counting while Redis is away.
+    checks.push({ name: 'redis', critical: false, check: async () => void (await redis.ping()) });
+  }
+  checks.push(...(deps.healthChecks ?? []));
+  registerHealthRoutes(app, { checks, isShuttingDown: () => shuttingDown, version: packageVersion });
+  if (config.metricsPort === undefined) registerMetricsRoute(app, metrics);
+
+  registerIdentityRoutes(app, identity);
+
+  await registerDocsRoutes(app);
+  app.addHook('onClose', async () => memoryStore.close());
+
+  return {
+    app,
+    identity,
+    cipher,
+    metrics,
+    rateLimitStore,
+    beginShutdown() {
+      shuttingDown = true;
+    },
+  };
+}

@@ -1,0 +1,331 @@
+/**
+ * The one place that reads the environment. `loadConfig(process.env)` runs once in the
+ * composition root (src/cli.ts); everything else receives the frozen result.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { z } from 'zod';
+
+export type RunEnv = 'development' | 'test' | 'production';
+export type SecretSource = 'env' | 'generated';
+
+export interface Config {
+  readonly env: RunEnv;
+  readonly port: number;
+  readonly host: string;
+  /** Set: PostgreSQL through node-postgres. Unset: embedded PGlite in `dataDir`. */
+  readonly databaseUrl: string | undefined;
+  readonly redisUrl: string | undefined;
+  readonly dataDir: string;
+  readonly secretKey: string;
+  readonly encryptionKey: Buffer;
+  readonly secretSources: { readonly secretKey: SecretSource; readonly encryptionKey: SecretSource };
+  readonly accessTokenExpireMinutes: number;
+  readonly refreshTokenExpireDays: number;
+  readonly allowedOrigins: readonly string[];
+  readonly rateLimit: { readonly requests: number; readonly windowMs: number };
+  readonly loginRateLimit: { readonly failures: number; readonly windowMs: number };
+  readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  readonly adminEmail: string | undefined;
+  readonly adminPassword: string | undefined;
+  /** Trust X-Forwarded-* from this many hops / these addresses (Fastify `trustProxy`). */
+  readonly trustProxy: boolean | number | string;
+  /** When set, /metrics is served on this port only (not on the API port). */
+  readonly metricsPort: number | undefined;
+  readonly db: {
+    readonly poolMax: number;
+    readonly statementTimeoutMs: number;
+    readonly connectionTimeoutMs: number;
+    readonly idleInTransactionTimeoutMs: number;
+  };
+  readonly http: {
+    readonly bodyLimitBytes: number;
+    readonly jsonMaxDepth: number;
+    readonly requestTimeoutMs: number;
+    readonly headersTimeoutMs: number;
+    readonly keepAliveTimeoutMs: number;
+    readonly shutdownGraceMs: number;
+  };
+  readonly idempotencyRetentionHours: number;
+  readonly sentryDsn: string | undefined;
+  readonly otelExporterEndpoint: string | undefined;
+  readonly workerConcurrency: number;
+  readonly calculationThreadPoolSize: number;
+  readonly serperApiKey: string | undefined;
+  readonly geminiApiKey: string | undefined;
+}
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+const HOW_TO_SECRET_KEY = 'generate one with: openssl rand -base64 48';
+const HOW_TO_ENCRYPTION_KEY = 'generate one with: openssl rand -base64 32';
+
+/** Values that appear in tutorials and templates; never acceptable as a signing key. */
+const KNOWN_WEAK_SECRETS = new Set([
+  'secret',
+  'changeme',
+  'change-me',
+  'your-secret-key',
+  'your-secret-key-change-in-production',
+  'supersecret',
+  'development',
+]);
+
+const optionalString = z
+  .string()
+  .transform((s) => s.trim())
+  .optional()
+  .transform((s) => (s === undefined || s === '' ? undefined : s));
+
+const intFrom = (def: number, min: number, max: number) =>
+  z
+    .string()
+    .optional()
+    .transform((s, ctx) => {
+      if (s === undefined || s.trim() === '') return def;
+      if (!/^\d+$/.test(s.trim())) {
+        ctx.addIssue({ code: 'custom', message: `must be a whole number, got "${s}"` });
+        return z.NEVER;
+      }
+      const n = Number(s.trim());
+      if (n < min || n > max) {
+        ctx.addIssue({ code: 'custom', message: `must be between ${min} and ${max}, got ${n}` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
+/** "60", "60s", "15m", "1h" → milliseconds. A bare number is seconds. */
+const durationMs = (defSeconds: number) =>
+  z
+    .string()
+    .optional()
+    .transform((s, ctx) => {
+      if (s === undefined || s.trim() === '') return defSeconds * 1000;
+      const m = /^(\d+)\s*(s|m|h)?$/.exec(s.trim());
+      if (!m) {
+        ctx.addIssue({ code: 'custom', message: `must be seconds ("60") or a duration ("60s", "15m", "1h"), got "${s}"` });
+        return z.NEVER;
+      }
+      const n = Number(m[1]);
+      const unit = m[2] === 'h' ? 3600 : m[2] === 'm' ? 60 : 1;
+      const ms = n * unit * 1000;
+      if (ms < 1000 || ms > 86_400_000) {
+        ctx.addIssue({ code: 'custom', message: 'must be between 1 second and 24 hours' });
+        return z.NEVER;
+      }
+      return ms;
+    });
+
+const envSchema = z.object({
+  ENV: z.enum(['development', 'test', 'production']).default('development'),
+  PORT: intFrom(8000, 0, 65535),
+  HOST: optionalString,
+  DATABASE_URL: optionalString.refine((u) => u === undefined || /^postgres(ql)?:\/\//.test(u), {
+    message: 'must be a postgres:// or postgresql:// URL',
+  }),
+  REDIS_URL: optionalString.refine((u) => u === undefined || /^rediss?:\/\//.test(u), {
+    message: 'must be a redis:// or rediss:// URL',
+  }),
+  DATA_DIR: optionalString,
+  SECRET_KEY: optionalString,
+  ENCRYPTION_KEY: optionalString,
+  ACCESS_TOKEN_EXPIRE_MINUTES: intFrom(15, 1, 1440),
+  REFRESH_TOKEN_EXPIRE_DAYS: intFrom(14, 1, 365),
+  ALLOWED_ORIGINS: optionalString,
+  RATE_LIMIT_REQUESTS: intFrom(100, 1, 1_000_000),
+  RATE_LIMIT_WINDOW: durationMs(60),
+  LOGIN_RATE_LIMIT_FAILURES: intFrom(5, 1, 1000),
+  LOGIN_RATE_LIMIT_WINDOW: durationMs(15 * 60),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
+  ADMIN_EMAIL: optionalString.refine((e) => e === undefined || z.email().safeParse(e).success, {
+    message: 'must be an email address',
+  }),
+  ADMIN_PASSWORD: optionalString.refine((p) => p === undefined || p.length >= 12, {
+    message: 'must be at least 12 characters',
+  }),
+  TRUST_PROXY: optionalString,
+  METRICS_PORT: optionalString.refine((p) => p === undefined || /^\d+$/.test(p), { message: 'must be a port number' }),
+  DB_POOL_MAX: intFrom(10, 1, 500),
+  DB_STATEMENT_TIMEOUT_MS: intFrom(30_000, 100, 3_600_000),
+  DB_CONNECTION_TIMEOUT_MS: intFrom(5_000, 100, 120_000),
+  HTTP_REQUEST_TIMEOUT_MS: intFrom(30_000, 1000, 600_000),
+  HTTP_HEADERS_TIMEOUT_MS: intFrom(10_000, 1000, 120_000),
+  SHUTDOWN_GRACE_MS: intFrom(10_000, 0, 120_000),
+  IDEMPOTENCY_RETENTION_HOURS: intFrom(24, 1, 24 * 90),
+  SENTRY_DSN: optionalString,
+  OTEL_EXPORTER_OTLP_ENDPOINT: optionalString,
+  WORKER_CONCURRENCY: intFrom(4, 1, 256),
+  CALCULATION_THREAD_POOL_SIZE: intFrom(2, 1, 256),
+  SERPER_API_KEY: optionalString,
+  GEMINI_API_KEY: optionalString,
+});
+
+export interface LoadConfigOptions {
+  /** Where relative DATA_DIR resolves from; defaults to the process working directory. */
+  readonly cwd?: string;
+}
+
+/** Parse, validate and freeze the configuration. Throws ConfigError with every problem listed. */
+export function loadConfig(
+  env: Readonly<Record<string, string | undefined>> = process.env,
+  options: LoadConfigOptions = {},
+): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  const production = e.ENV === 'production';
+  const dataDir = resolve(options.cwd ?? process.cwd(), e.DATA_DIR ?? './.loanbook/data');
+
+  const problems: string[] = [];
+  let secretKey = e.SECRET_KEY;
+  let encryptionKey: Buffer | undefined;
+  if (secretKey !== undefined) {
+    const weakness = secretKeyWeakness(secretKey);
+    if (weakness) problems.push(`SECRET_KEY ${weakness}; ${HOW_TO_SECRET_KEY}`);
+  }
+  if (e.ENCRYPTION_KEY !== undefined) {
+    const decoded = decodeEncryptionKey(e.ENCRYPTION_KEY);
+    if (typeof decoded === 'string') problems.push(`ENCRYPTION_KEY ${decoded}; ${HOW_TO_ENCRYPTION_KEY}`);
+    else encryptionKey = decoded;
+  }
+  if (production) {
+    if (secretKey === undefined) problems.push(`SECRET_KEY is required when ENV=production; ${HOW_TO_SECRET_KEY}`);
+    if (e.ENCRYPTION_KEY === undefined) {
+      problems.push(`ENCRYPTION_KEY is required when ENV=production; ${HOW_TO_ENCRYPTION_KEY}`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(`invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+
+  const secretSources = {
+    secretKey: secretKey === undefined ? ('generated' as const) : ('env' as const),
+    encryptionKey: encryptionKey === undefined ? ('generated' as const) : ('env' as const),
+  };
+  if (secretKey === undefined || encryptionKey === undefined) {
+    const stored = loadOrCreateGeneratedSecrets(dataDir);
+    secretKey ??= stored.secretKey;
+    encryptionKey ??= Buffer.from(stored.encryptionKey, 'base64');
+  }
+
+  const allowedOrigins = (e.ALLOWED_ORIGINS ?? '')
+    .split(',')
+    .map((o) => o.trim())
+    .filter((o) => o.length > 0);
+  for (const origin of allowedOrigins) {
+    if (origin === '*' || !/^https?:\/\/[^/\s]+$/.test(origin)) {
+      throw new ConfigError(
+        `invalid configuration:\n  ALLOWED_ORIGINS: "${origin}" is not an origin (scheme://host[:port], no path, no wildcard)`,
+      );
+    }
+  }
+
+  const config: Config = {
+    env: e.ENV,
+    port: e.PORT,
+    host: e.HOST ?? (production ? '0.0.0.0' : '127.0.0.1'),
+    databaseUrl: e.DATABASE_URL,
+    redisUrl: e.REDIS_URL,
+    dataDir,
+    secretKey,
+    encryptionKey,
+    secretSources,
+    accessTokenExpireMinutes: e.ACCESS_TOKEN_EXPIRE_MINUTES,
+    refreshTokenExpireDays: e.REFRESH_TOKEN_EXPIRE_DAYS,
+    allowedOrigins,
+    rateLimit: { requests: e.RATE_LIMIT_REQUESTS, windowMs: e.RATE_LIMIT_WINDOW },
+    loginRateLimit: { failures: e.LOGIN_RATE_LIMIT_FAILURES, windowMs: e.LOGIN_RATE_LIMIT_WINDOW },
+    logLevel: e.LOG_LEVEL ?? (e.ENV === 'test' ? 'silent' : 'info'),
+    adminEmail: e.ADMIN_EMAIL,
+    adminPassword: e.ADMIN_PASSWORD,
+    trustProxy: parseTrustProxy(e.TRUST_PROXY),
+    metricsPort: e.METRICS_PORT === undefined ? undefined : Number(e.METRICS_PORT),
+    db: {
+      poolMax: e.DB_POOL_MAX,
+      statementTimeoutMs: e.DB_STATEMENT_TIMEOUT_MS,
+      connectionTimeoutMs: e.DB_CONNECTION_TIMEOUT_MS,
+      idleInTransactionTimeoutMs: 60_000,
+    },
+    http: {
+      bodyLimitBytes: 1024 * 1024,
+      jsonMaxDepth: 32,
+      requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
+      headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,
+      keepAliveTimeoutMs: 5_000,
+      shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    },
+    idempotencyRetentionHours: e.IDEMPOTENCY_RETENTION_HOURS,
+    sentryDsn: e.SENTRY_DSN,
+    otelExporterEndpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT,
+    workerConcurrency: e.WORKER_CONCURRENCY,
+    calculationThreadPoolSize: e.CALCULATION_THREAD_POOL_SIZE,
+    serperApiKey: e.SERPER_API_KEY,
+    geminiApiKey: e.GEMINI_API_KEY,
+  };
+  return Object.freeze(config);
+}
+
+function parseTrustProxy(v: string | undefined): boolean | number | string {
+  if (v === undefined || v === 'false') return false;
+  if (v === 'true') return true;
+  if (/^\d+$/.test(v)) return Number(v);
+  return v;
+}
+
+/** Returns why a signing key is weak, or undefined when it is acceptable. */
+export function secretKeyWeakness(key: string): string | undefined {
+  if (key.length < 32) return `is too short (${key.length} characters; at least 32 are required)`;
+  if (KNOWN_WEAK_SECRETS.has(key.toLowerCase())) return 'is a well-known placeholder';
+  if (new Set(key).size < 10) return 'has too little variety (fewer than 10 distinct characters)';
+  return undefined;
+}
+
+/** Decodes a base64 AES-256 key, or returns why it is unusable. */
+export function decodeEncryptionKey(value: string): Buffer | string {
+  if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(value)) return 'is not base64';
+  const key = Buffer.from(value, value.includes('-') || value.includes('_') ? 'base64url' : 'base64');
+  if (key.length !== 32) return `must decode to exactly 32 bytes (got ${key.length})`;
+  if (new Set(key).size < 8) return 'has too little variety to be a random key';
+  return key;
+}
+
+interface GeneratedSecrets {
+  readonly secretKey: string;
+  readonly encryptionKey: string;
+}
+
+const SECRETS_FILE = 'secrets.json';
+
+/**
+ * Embedded mode: secrets are generated on first start and kept in the data directory
+ * (DATA_DIR/secrets.json, mode 0600), so tokens and encrypted fields survive restarts.
+ */
+function loadOrCreateGeneratedSecrets(dataDir: string): GeneratedSecrets {
+  const dir = dataDir;
+  const file = join(dir, SECRETS_FILE);
+  if (existsSync(file)) {
+    const raw = JSON.parse(readFileSync(file, 'utf8')) as Partial<GeneratedSecrets>;
+    if (typeof raw.secretKey === 'string' && typeof raw.encryptionKey === 'string') {
+      return { secretKey: raw.secretKey, encryptionKey: raw.encryptionKey };
+    }
+    throw new ConfigError(`${file} is damaged; restore it from a backup or set SECRET_KEY and ENCRYPTION_KEY`);
+  }
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const secrets: GeneratedSecrets = {
+    secretKey: randomBytes(48).toString('base64url'),
+    encryptionKey: randomBytes(32).toString('base64'),
+  };
+  writeFileSync(file, JSON.stringify(secrets, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
+  chmodSync(file, 0o600);
+  return secrets;
+}
+
+/** A short, non-secret fingerprint for logs ("which key is this instance using?"). */
+export function fingerprint(secret: string | Buffer): string {
+  return createHash('sha256').update(secret).digest('hex').slice(0, 8);
+}

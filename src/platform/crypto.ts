@@ -1,0 +1,101 @@
+/**
+ * Field encryption for personal data: AES-256-GCM with a key id, additional
+ * authenticated data binding the value to its table, column and row (a ciphertext
+ * copied to another row or column does not decrypt), and an HMAC-SHA-256 blind index
+ * for equality lookups without decrypting.
+ *
+ * Stored form: `v1.<kid>.<iv b64url>.<ciphertext b64url>.<tag b64url>`.
+ * The data key and the blind-index key are derived from ENCRYPTION_KEY with HKDF, so
+ * one configured secret serves both without reusing a key for two purposes.
+ */
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+
+export interface FieldContext {
+  readonly table: string;
+  readonly column: string;
+  readonly rowId: string;
+}
+
+export interface FieldCipher {
+  readonly keyId: string;
+  encrypt(plaintext: string, ctx: FieldContext): string;
+  decrypt(stored: string, ctx: FieldContext): string;
+  /** Deterministic keyed hash of a normalised value, for `WHERE x_index = $1`. */
+  blindIndex(value: string, purpose: string): string;
+}
+
+export class FieldDecryptionError extends Error {
+  override readonly name = 'FieldDecryptionError';
+}
+
+interface DerivedKey {
+  readonly id: string;
+  readonly dataKey: Buffer;
+  readonly indexKey: Buffer;
+}
+
+function derive(master: Buffer): DerivedKey {
+  if (master.length !== 32) throw new Error('encryption key must be 32 bytes');
+  const salt = Buffer.from('loanbook-field-encryption-v1');
+  return {
+    id: createHash('sha256').update('loanbook-kid').update(master).digest('hex').slice(0, 8),
+    dataKey: Buffer.from(hkdfSync('sha256', master, salt, 'aes-256-gcm data key', 32)),
+    indexKey: Buffer.from(hkdfSync('sha256', master, salt, 'hmac-sha256 blind index key', 32)),
+  };
+}
+
+function aad(ctx: FieldContext): Buffer {
+  return Buffer.from(`${ctx.table}\u0000${ctx.column}\u0000${ctx.rowId}`, 'utf8');
+}
+
+/**
+ * `current` encrypts; `previous` keys (after a rotation) still decrypt. Blind indexes
+ * always use the current key, so rotating it means re-indexing (see docs/operations.md).
+ */
+export function createFieldCipher(current: Buffer, previous: readonly Buffer[] = []): FieldCipher {
+  const cur = derive(current);
+  const ring = new Map<string, DerivedKey>([[cur.id, cur]]);
+  for (const k of previous) {
+    const d = derive(k);
+    ring.set(d.id, d);
+  }
+  return {
+    keyId: cur.id,
+    encrypt(plaintext, ctx) {
+      const iv = randomBytes(12);
+      const cipher = createCipheriv('aes-256-gcm', cur.dataKey, iv);
+      cipher.setAAD(aad(ctx));
+      const ct = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
+      return ['v1', cur.id, iv.toString('base64url'), ct.toString('base64url'), cipher.getAuthTag().toString('base64url')].join('.');
+    },
+    decrypt(stored, ctx) {
+      const parts = stored.split('.');
+      if (parts.length !== 5 || parts[0] !== 'v1') throw new FieldDecryptionError('not a v1 encrypted field');
+      const [, kid, ivText, ctText, tagText] = parts as [string, string, string, string, string];
+      const key = ring.get(kid);
+      if (!key) throw new FieldDecryptionError(`no key with id ${kid} is configured`);
+      try {
+        const decipher = createDecipheriv('aes-256-gcm', key.dataKey, Buffer.from(ivText, 'base64url'));
+        decipher.setAAD(aad(ctx));
+        decipher.setAuthTag(Buffer.from(tagText, 'base64url'));
+        return Buffer.concat([decipher.update(Buffer.from(ctText, 'base64url')), decipher.final()]).toString('utf8');
+      } catch {
+        throw new FieldDecryptionError(`field ${ctx.table}.${ctx.column} of ${ctx.rowId} failed authentication`);
+      }
+    },
+    blindIndex(value, purpose) {
+      return createHmac('sha256', cur.indexKey).update(purpose).update('\u0000').update(value).digest('base64url');
+    },
+  };
+}
+
+/** Constant-time comparison of two strings (tokens, hashes). */
+export function safeEqual(a: string, b: string): boolean {
+  const ab = Buffer.from(a);
+  const bb = Buffer.from(b);
+  return ab.length === bb.length && timingSafeEqual(ab, bb);
+}
+
+export function sha256Hex(data: string | Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}

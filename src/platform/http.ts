@@ -1,0 +1,423 @@
+/**
+ * The HTTP server factory: Fastify with zod schemas (validation and OpenAPI from one
+ * source), problem+json errors, limits, security headers, CORS, compression, request
+ * and correlation ids. Domain parts register their routes on the returned instance;
+ * nothing here knows a domain.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import compress from '@fastify/compress';
+import cors from '@fastify/cors';
+import helmet from '@fastify/helmet';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import Fastify, { LogController } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
+import FindMyWay from 'find-my-way';
+import type { HTTPMethod } from 'find-my-way';
+import {
+  hasZodFastifySchemaValidationErrors,
+  isResponseSerializationError,
+  jsonSchemaTransform,
+  serializerCompiler,
+  validatorCompiler,
+  type ZodTypeProvider,
+} from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { AppError, allProblems, coerceError, isAppError, pointerFromPath, problemDefinition, type FieldError } from './errors.js';
+import type { Logger } from './logger.js';
+
+/** Who is calling: set by the authentication hook from a verified token. */
+export interface Principal {
+  readonly userId: string;
+  readonly role: string;
+  readonly sessionId: string;
+}
+
+/** Verifies a bearer token. Returns null for every kind of invalid token (one 401 for all). */
+export interface Authenticator {
+  authenticate(bearerToken: string): Promise<Principal | null>;
+}
+
+/** `'public'` or the roles that may call the route. Every route declares one. */
+export type RouteAuth = 'public' | readonly string[];
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    auth?: RouteAuth;
+    /** Money-moving and creating POSTs: 'required'. Other POSTs may opt in with 'optional'. */
+    idempotency?: 'required' | 'optional';
+    /** Set false for probes and scrapes. */
+    rateLimit?: boolean;
+  }
+  interface FastifyRequest {
+    principal: Principal | null;
+    correlationId: string;
+  }
+}
+
+export type App = FastifyInstance<Server, IncomingMessage, ServerResponse, Logger, ZodTypeProvider>;
+
+export interface HttpOptions {
+  readonly logger: Logger;
+  readonly bodyLimitBytes: number;
+  readonly jsonMaxDepth: number;
+  readonly requestTimeoutMs: number;
+  readonly headersTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+  readonly trustProxy: boolean | number | string;
+  readonly allowedOrigins: readonly string[];
+  readonly authenticator: Authenticator;
+  readonly openapi: { readonly title: string; readonly version: string; readonly description: string };
+}
+
+const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+const UNAUTHENTICATED_DETAIL = 'The access token is missing, malformed, expired or revoked.';
+const HTTP_METHODS: readonly HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
+
+export async function createHttpServer(options: HttpOptions): Promise<App> {
+  const app = Fastify({
+    loggerInstance: options.logger,
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'request_id' }),
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const incoming = req.headers['x-request-id'];
+      return typeof incoming === 'string' && REQUEST_ID_PATTERN.test(incoming) ? incoming : randomUUID();
+    },
+    bodyLimit: options.bodyLimitBytes,
+    requestTimeout: options.requestTimeoutMs,
+    keepAliveTimeout: options.keepAliveTimeoutMs,
+    connectionTimeout: options.requestTimeoutMs + options.headersTimeoutMs,
+    trustProxy: options.trustProxy as boolean | string,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    routerOptions: { ignoreTrailingSlash: false, maxParamLength: 200 },
+  }).withTypeProvider<ZodTypeProvider>() as unknown as App;
+  app.server.headersTimeout = options.headersTimeoutMs;
+
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  app.decorateRequest('principal', null);
+  app.decorateRequest('correlationId', '');
+
+  installJsonParser(app, options.jsonMaxDepth);
+  installRouteRegistry(app);
+  installErrorHandling(app);
+
+  // Request and correlation ids, echoed on every response (errors included).
+  app.addHook('onRequest', async (request, reply) => {
+    const incoming = request.headers['x-correlation-id'];
+    request.correlationId = typeof incoming === 'string' && REQUEST_ID_PATTERN.test(incoming) ? incoming : request.id;
+    request.log = request.log.child({ correlation_id: request.correlationId });
+    void reply.header('x-request-id', request.id).header('x-correlation-id', request.correlationId);
+  });
+
+  await app.register(helmet, {
+    global: true,
+    contentSecurityPolicy: {
+      useDefaults: false,
+      directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"], baseUri: ["'none'"], formAction: ["'none'"] },
+    },
+    frameguard: { action: 'deny' },
+    referrerPolicy: { policy: 'no-referrer' },
+    // HSTS only over TLS (directly, or a trusted proxy's X-Forwarded-Proto): see below.
+    strictTransportSecurity: false,
+    crossOriginResourcePolicy: { policy: 'same-origin' },
+  });
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.protocol === 'https') {
+      void reply.header('strict-transport-security', 'max-age=31536000; includeSubDomains');
+    }
+    void reply.header('cache-control', 'no-store');
+  });
+
+  const allowed = new Set(options.allowedOrigins);
+  await app.register(cors, {
+    // A foreign Origin gets no Access-Control-Allow-Origin at all (never reflected).
+    origin: (origin, cb) => cb(null, origin !== undefined && allowed.has(origin) ? origin : false),
+    methods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
+    allowedHeaders: ['Authorization', 'Content-Type', 'Idempotency-Key', 'X-Request-Id', 'X-Correlation-Id'],
+    exposedHeaders: [
+      'X-Request-Id',
+      'X-Correlation-Id',
+      'Idempotent-Replayed',
+      'Retry-After',
+      'RateLimit-Limit',
+      'RateLimit-Remaining',
+      'RateLimit-Reset',
+      'RateLimit-Policy',
+    ],
+    maxAge: 600,
+    strictPreflight: true,
+  });
+  installAuthentication(app, options.authenticator);
+  await installOpenApi(app, options.openapi);
+  return app;
+}
+
+/** Response compression. Register after any onSend hook that needs the uncompressed body. */
+export async function installCompression(app: App): Promise<void> {
+  await app.register(compress, { global: true, threshold: 1024, encodings: ['br', 'gzip', 'deflate'] });
+}
+
+/** /docs (Swagger UI), /openapi.json and /problems/{code}. Register after every other route. */
+export async function registerDocsRoutes(app: App): Promise<void> {
+  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true, uiConfig: { deepLinking: true } });
+  app.get('/openapi.json', { config: { auth: 'public' }, schema: { hide: true } }, async () => app.swagger());
+  app.get(
+    '/problems/:code',
+    {
+      config: { auth: 'public' },
+      schema: {
+        hide: true,
+        params: z.strictObject({ code: z.string().max(64) }),
+      },
+    },
+    async (request) => {
+      const def = problemDefinition(request.params.code);
+      if (!def) throw new AppError('not_found');
+      return { type: `/problems/${request.params.code}`, code: request.params.code, ...def };
+    },
+  );
+}
+
+/**
+ * JSON bodies: Fastify's own parser (prototype-poisoning protection on), after a
+ * linear scan that refuses nesting deeper than `maxDepth` without recursing.
+ */
+function installJsonParser(app: App, maxDepth: number): void {
+  const parse = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const text = body as string;
+    if (jsonDepth(text) > maxDepth) {
+      done(new AppError('json_too_deep', { detail: `The body nests deeper than ${maxDepth} levels.` }), undefined);
+      return;
+    }
+    void parse(request, text, done);
+  });
+}
+
+/** Maximum bracket depth outside strings; O(n), no recursion. */
+export function jsonDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92 /* \ */) i++;
+      else if (c === 34 /* " */) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 123 /* { */ || c === 91 /* [ */) {
+      depth++;
+      if (depth > max) max = depth;
+    } else if (c === 125 /* } */ || c === 93 /* ] */) depth--;
+  }
+  return max;
+}
+
+/**
+ * Keeps a second router of every path and method, so a request for a known path with
+ * an unsupported method is a 405 with Allow, not a 404. Also enforces that every route
+ * declares who may call it.
+ */
+function installRouteRegistry(app: App): void {
+  const router = FindMyWay({ ignoreTrailingSlash: false, maxParamLength: 200 });
+  const noop = () => undefined;
+  app.addHook('onRoute', (route: RouteOptions) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    // Swagger UI's assets and CORS preflight are the only routes we do not declare ourselves.
+    const isFramework = route.url.startsWith('/docs') || methods.every((m) => m === 'OPTIONS');
+    if (route.config?.auth === undefined) {
+      if (!isFramework) throw new Error(`route ${methods.join(',')} ${route.url} must declare config.auth`);
+      route.config = { ...route.config, auth: 'public', rateLimit: true };
+    }
+    for (const m of methods) {
+      if (m === 'HEAD' && router.hasRoute('HEAD', route.url)) continue;
+      router.on(m as HTTPMethod, route.url, noop);
+    }
+  });
+  app.setNotFoundHandler(async (request, reply) => {
+    const path = request.url.split('?')[0] ?? '/';
+    const allow = HTTP_METHODS.filter((m) => m !== request.method && router.find(m, path) !== null);
+    if (allow.length > 0 && request.method !== 'OPTIONS') {
+      const err = new AppError('method_not_allowed', {
+        detail: `${request.method} is not supported here; use ${allow.join(', ')}.`,
+        headers: { allow: allow.join(', ') },
+      });
+      return sendProblem(request, reply, err);
+    }
+    return sendProblem(request, reply, new AppError('not_found', { detail: `No route for ${request.method} ${path}.` }));
+  });
+}
+
+function installErrorHandling(app: App): void {
+  app.setErrorHandler(async (error: FastifyError, request, reply) => {
+    return sendProblem(request, reply, toAppError(error, request));
+  });
+}
+
+/** Renders an AppError as application/problem+json. */
+export function sendProblem(request: FastifyRequest, reply: FastifyReply, err: AppError): FastifyReply {
+  for (const [k, v] of Object.entries(err.headers)) void reply.header(k, v);
+  return reply
+    .code(err.status)
+    .type('application/problem+json')
+    .serializer((p: unknown) => JSON.stringify(p))
+    .send(err.toProblem(request.url.split('?')[0], request.id));
+}
+
+/** Maps anything a handler or Fastify can throw to a catalogued problem. */
+function toAppError(error: unknown, request: FastifyRequest): AppError {
+  if (isAppError(error)) return error;
+  if (hasZodFastifySchemaValidationErrors(error)) {
+    const location = validationLocation(error.validationContext);
+    const issues = error.validation as readonly { keyword: string; instancePath: string; message?: string; params?: unknown }[];
+    const errors: FieldError[] = issues.flatMap((v) => {
+      const path = v.instancePath.split('/').filter(Boolean);
+      const keys = v.keyword === 'unrecognized_keys' ? ((v.params as { keys?: string[] }).keys ?? []) : [];
+      if (keys.length > 0) {
+        return keys.map((k) => ({ pointer: pointerFromPath([...path, k]), location, detail: 'unknown field' }));
+      }
+      return [{ pointer: pointerFromPath(path), location, detail: v.message ?? 'invalid' }];
+    });
+    return new AppError('validation_failed', {
+      detail: `${errors.length} problem${errors.length === 1 ? '' : 's'} in the request ${location}.`,
+      errors,
+    });
+  }
+  if (isResponseSerializationError(error)) {
+    request.log.error({ err: coerceError(error), issues: error.cause.issues }, 'response did not match its schema');
+    return new AppError('internal_error');
+  }
+  const fe = error as Partial<FastifyError> & { statusCode?: number };
+  switch (fe.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new AppError('payload_too_large');
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
+        ? new AppError('unsupported_media_type')
+        : new AppError('malformed_json', { detail: 'Content-Length does not match the body.' });
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new AppError('malformed_json', { detail: 'The body is empty; send a JSON object.' });
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return new AppError('malformed_json');
+    default:
+      break;
+  }
+  if (error instanceof SyntaxError && fe.statusCode === 400) {
+    return new AppError('malformed_json', { detail: 'The body is not valid JSON.' });
+  }
+  if (fe.statusCode === 408) return new AppError('request_timeout');
+  if (fe.statusCode === 413) return new AppError('payload_too_large');
+  if (fe.statusCode === 415) return new AppError('unsupported_media_type');
+  if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
+    // A client error from a Fastify plugin we did not catalogue: keep the status, not the text.
+    request.log.warn({ err: coerceError(error) }, 'uncatalogued client error');
+    return fe.statusCode === 404 ? new AppError('not_found') : new AppError('validation_failed', { detail: 'The request is invalid.' });
+  }
+  request.log.error({ err: coerceError(error) }, 'unhandled error');
+  return new AppError('internal_error');
+}
+
+function validationLocation(context: string | undefined): FieldError['location'] {
+  switch (context) {
+    case 'querystring':
+      return 'query';
+    case 'params':
+      return 'path';
+    case 'headers':
+      return 'header';
+    default:
+      return 'body';
+  }
+}
+
+/**
+ * Resolves the bearer token (if any) to a principal before the body is read, then
+ * enforces the route's declared roles. Every invalid token gets the same 401.
+ */
+function installAuthentication(app: App, authenticator: Authenticator): void {
+  app.addHook('onRequest', async (request) => {
+    const header = request.headers.authorization;
+    if (typeof header === 'string' && header.length > 0) {
+      const m = /^Bearer ([A-Za-z0-9._~+/=-]{1,4096})$/.exec(header);
+      request.principal = m?.[1] ? await authenticator.authenticate(m[1]) : null;
+    }
+  });
+}
+
+/** The role check, registered after rate limiting so refused callers still count. */
+export function installAuthorization(app: App): void {
+  app.addHook('onRequest', async (request) => {
+    const auth = request.routeOptions.config.auth;
+    if (auth === undefined || auth === 'public') return;
+    if (!request.principal) throw unauthenticated();
+    if (!auth.includes(request.principal.role)) {
+      throw new AppError('forbidden', {
+        detail: `This operation is for ${auth.join(', ')}; your role is ${request.principal.role}.`,
+      });
+    }
+  });
+}
+
+export function unauthenticated(): AppError {
+  return new AppError('unauthenticated', {
+    detail: UNAUTHENTICATED_DETAIL,
+    headers: { 'www-authenticate': 'Bearer realm="loanbook"' },
+  });
+}
+
+async function installOpenApi(app: App, info: HttpOptions['openapi']): Promise<void> {
+  const problemSchema = {
+    type: 'object',
+    required: ['type', 'title', 'status', 'detail', 'code'],
+    properties: {
+      type: { type: 'string' },
+      title: { type: 'string' },
+      status: { type: 'integer' },
+      detail: { type: 'string' },
+      code: { type: 'string', enum: [...allProblems().keys()] },
+      instance: { type: 'string' },
+      request_id: { type: 'string' },
+      errors: {
+        type: 'array',
+        items: {
+          type: 'object',
+          required: ['pointer', 'location', 'detail'],
+          properties: {
+            pointer: { type: 'string', description: 'JSON pointer (RFC 6901) as a URI fragment' },
+            location: { type: 'string', enum: ['body', 'query', 'path', 'header'] },
+            detail: { type: 'string' },
+          },
+        },
+      },
+    },
+  } as const;
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info,
+      components: {
+        securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } },
+        schemas: { Problem: problemSchema as unknown as Record<string, unknown> },
+      },
+    },
+    transform: (input) => {
+      const out = jsonSchemaTransform(input);
+      const auth = input.route.config?.auth;
+      const schema = { ...(out.schema as Record<string, unknown>) };
+      if (Array.isArray(auth)) {
+        schema['x-roles'] = auth;
+        schema.security = [{ bearer: [] }];
+      } else {
+        schema['x-roles'] = [];
+        schema.security = [];
+      }
+      if (input.route.config?.idempotency) schema['x-idempotency'] = input.route.config.idempotency;
+      return { schema, url: out.url };
+    },
+  });
+}
