@@ -46,6 +46,17 @@ export interface AppDeps {
   readonly metrics?: Metrics;
   /** Extra readiness checks (e.g. the job worker when one runs in this process). */
   readonly healthChecks?: readonly HealthCheck[];
+  /**
+   * Redis key prefix for rate-limit counters (default `loanbook:rl:`). Deployments (or
+   * test runs) that share one Redis but must not share counters use different prefixes.
+   */
+  readonly rateLimitKeyPrefix?: string;
+  /**
+   * Extension and test hook: registers extra routes after the platform plugins and the
+   * domain routes, before the docs, so they get auth, rate limiting, idempotency and
+   * metrics exactly like a domain route. Production code leaves it unset.
+   */
+  readonly extraRoutes?: (app: App) => void;
 }
 
 export interface BuiltApp {
@@ -68,7 +79,11 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
 
   const memoryStore = createMemoryRateLimitStore();
   const rateLimitStore: RateLimitStore = deps.redis
-    ? withFallback(createRedisRateLimitStore(deps.redis), memoryStore, fallbackReporter(logger, metrics.rateLimitStoreFallbacks))
+    ? withFallback(
+        createRedisRateLimitStore(deps.redis, deps.rateLimitKeyPrefix),
+        memoryStore,
+        fallbackReporter(logger, metrics.rateLimitStoreFallbacks),
+      )
     : memoryStore;
 
   const identity = createIdentityService({
@@ -116,6 +131,7 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
   if (config.metricsPort === undefined) registerMetricsRoute(app, metrics);
 
   registerIdentityRoutes(app, identity);
+  deps.extraRoutes?.(app);
 
   await registerDocsRoutes(app);
   app.addHook('onClose', async () => memoryStore.close());
