@@ -77,7 +77,8 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
   const cipher = createFieldCipher(config.encryptionKey);
   const signer = createTokenSigner(config.secretKey, config.accessTokenExpireMinutes);
 
-  const memoryStore = createMemoryRateLimitStore();
+  // The in-process windows follow the app clock (tests move it; production reads Date.now).
+  const memoryStore = createMemoryRateLimitStore(() => clock().getTime());
   const rateLimitStore: RateLimitStore = deps.redis
     ? withFallback(
         createRedisRateLimitStore(deps.redis, deps.rateLimitKeyPrefix),

@@ -3,9 +3,9 @@
  * The `loanbook` command, and the composition root of every process: the only place
  * that reads the environment (through loadConfig), opens connections and wires parts.
  */
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Command, Option } from 'commander';
-import { buildApp, type AppDatabase } from './app.js';
+import { buildApp, type AppDatabase, type BuiltApp } from './app.js';
 import { ROLES, type Role } from './identity/model.js';
 import { verifyAuditChain } from './platform/audit.js';
 import { ConfigError, fingerprint, loadConfig, type Config } from './platform/config.js';
@@ -16,6 +16,7 @@ import { createLogger, type Logger } from './platform/logger.js';
 import { migrateUp, migrationStatus, pendingMigrations } from './platform/migrate.js';
 import { packageVersion } from './platform/paths.js';
 import { createRedis } from './platform/redis.js';
+import type { Redis } from 'ioredis';
 import type { Kysely } from 'kysely';
 
 class CliError extends Error {
@@ -45,79 +46,107 @@ async function withDatabase<T>(cfg: Config, logger: Logger, fn: (db: Database<Ap
   }
 }
 
+async function requireMigrated(database: Database<AppDatabase>): Promise<void> {
+  const pending = await pendingMigrations(database.db as Kysely<unknown>);
+  if (pending.length > 0) {
+    throw new CliError(`the database has ${pending.length} pending migration(s); run \`loanbook migrate up\` first`);
+  }
+}
+
 async function serve(): Promise<void> {
   const cfg = config();
   const logger = createLogger({ level: cfg.logLevel });
   const target = databaseTarget(cfg);
   const database = await openDatabase<AppDatabase>(target, cfg.db, logger);
   const db = database.db as Kysely<unknown>;
-
-  if (cfg.env === 'production') {
-    const pending = await pendingMigrations(db);
-    if (pending.length > 0) {
-      await database.close();
-      throw new CliError(
-        `the database has ${pending.length} pending migration(s) (${pending.join(', ')}); ` +
-          'run `loanbook migrate up` (with the same DATABASE_URL) before starting the service',
-      );
-    }
-  } else {
-    const applied = await migrateUp(db);
-    if (applied.length > 0) logger.info({ migrations: applied }, 'migrations applied');
-  }
-
-  const redis = cfg.redisUrl ? createRedis(cfg.redisUrl, logger) : undefined;
-  const built = await buildApp({ config: cfg, logger, database, ...(redis ? { redis } : {}) });
-  const { app } = built;
-
-  const boot = await built.identity.bootstrapAdmin({ email: cfg.adminEmail, password: cfg.adminPassword });
-  if (boot.created) {
-    if (boot.generatedPassword) {
-      // Printed once, to the terminal only: never logged.
-      process.stdout.write(
-        `\n  First start: created admin ${boot.email}\n  Generated password (shown once): ${boot.generatedPassword}\n\n`,
-      );
-    } else {
-      logger.info('first start: created the admin from ADMIN_EMAIL / ADMIN_PASSWORD');
-    }
-  }
-
-  let metricsServer: ReturnType<typeof createServer> | undefined;
-  if (cfg.metricsPort !== undefined) {
-    metricsServer = createServer((req, res) => {
-      if (req.url !== '/metrics') {
-        res.writeHead(404).end();
-        return;
+  let redis: Redis | undefined;
+  let built: BuiltApp | undefined;
+  let metricsServer: Server | undefined;
+  let port: number;
+  const inFlight = new Set<ServerResponse>();
+  try {
+    if (cfg.env === 'production') {
+      const pending = await pendingMigrations(db);
+      if (pending.length > 0) {
+        throw new CliError(
+          `the database has ${pending.length} pending migration(s) (${pending.join(', ')}); ` +
+            'run `loanbook migrate up` (with the same DATABASE_URL) before starting the service',
+        );
       }
-      built.metrics.registry
-        .metrics()
-        .then((text) => res.writeHead(200, { 'content-type': built.metrics.registry.contentType }).end(text))
-        .catch(() => res.writeHead(500).end());
-    });
-    metricsServer.listen(cfg.metricsPort, cfg.host);
+    } else {
+      const applied = await migrateUp(db);
+      if (applied.length > 0) logger.info({ migrations: applied }, 'migrations applied');
+    }
+
+    redis = cfg.redisUrl ? createRedis(cfg.redisUrl, logger) : undefined;
+    built = await buildApp({ config: cfg, logger, database, ...(redis ? { redis } : {}) });
+
+    const boot = await built.identity.bootstrapAdmin({ email: cfg.adminEmail, password: cfg.adminPassword });
+    if (boot.created) {
+      if (boot.generatedPassword) {
+        // Printed once, to the terminal only: never logged.
+        process.stdout.write(
+          `\n  First start: created admin ${boot.email}\n  Generated password (shown once): ${boot.generatedPassword}\n\n`,
+        );
+      } else {
+        logger.info('first start: created the admin from ADMIN_EMAIL / ADMIN_PASSWORD');
+      }
+    }
+
+    if (cfg.metricsPort !== undefined) {
+      const registry = built.metrics.registry;
+      metricsServer = createServer((req, res) => {
+        if (req.url !== '/metrics') {
+          res.writeHead(404).end();
+          return;
+        }
+        registry
+          .metrics()
+          .then((text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text))
+          .catch(() => res.writeHead(500).end());
+      });
+      await listen(metricsServer, cfg.metricsPort, cfg.host);
+      metricsServer.on('error', (e) => logger.error({ err: coerceError(e) }, 'metrics server error'));
+    }
+
+    trackInFlight(built.app.server, inFlight);
+    await built.app.listen({ port: cfg.port, host: cfg.host });
+    // PORT=0 asks the OS for a free port: report the one actually bound.
+    const address = built.app.server.address();
+    port = typeof address === 'object' && address !== null ? address.port : cfg.port;
+  } catch (e) {
+    // Start-up failed: release what was opened (the embedded database is closed cleanly).
+    metricsServer?.close();
+    await built?.app.close().catch(() => undefined);
+    redis?.disconnect();
+    await database.close().catch(() => undefined);
+    throw e;
   }
+  const { app } = built;
 
   const purge = setInterval(() => {
     purgeExpiredIdempotencyKeys(database.db).catch((e: unknown) => logger.warn({ err: coerceError(e) }, 'idempotency purge failed'));
   }, 3_600_000);
   purge.unref();
 
-  await app.listen({ port: cfg.port, host: cfg.host });
   logger.info(
     {
-      port: cfg.port,
+      port,
       host: cfg.host,
       database: describeTarget(target),
       redis: cfg.redisUrl ? 'configured' : 'in-process',
       env: cfg.env,
-      secret_key: cfg.secretSources.secretKey,
+      // Where the keys came from ('env' or 'generated') and which keys they are; never the keys.
+      secret_key_source: cfg.secretSources.secretKey,
       secret_key_id: fingerprint(cfg.secretKey),
+      encryption_key_source: cfg.secretSources.encryptionKey,
+      encryption_key_id: fingerprint(cfg.encryptionKey),
       version: packageVersion,
     },
     'loanbook listening',
   );
   if (cfg.env !== 'production') {
-    process.stdout.write(`  Loanbook ${packageVersion} on http://${cfg.host}:${cfg.port}  (API docs: /docs)\n`);
+    process.stdout.write(`  Loanbook ${packageVersion} on http://${cfg.host}:${port}  (API docs: /docs)\n`);
   }
 
   let stopping = false;
@@ -126,6 +155,15 @@ async function serve(): Promise<void> {
     stopping = true;
     logger.info({ signal }, 'shutting down: draining in-flight requests');
     built.beginShutdown();
+    // Requests that arrive from now on get 503 and `Connection: close` (Fastify's
+    // return503OnClosing). Those already in flight finish normally; without this their
+    // keep-alive connections would sit idle and hold the drain open until the client
+    // or keepAliveTimeout closed them.
+    const server = app.server;
+    for (const res of inFlight) {
+      if (!res.headersSent) res.setHeader('connection', 'close');
+      else res.once('finish', () => setImmediate(() => server.closeIdleConnections()));
+    }
     const force = setTimeout(() => {
       logger.error('shutdown grace period over; exiting');
       process.exit(1);
@@ -151,22 +189,76 @@ async function serve(): Promise<void> {
   process.on('SIGINT', () => shutdown('SIGINT'));
 }
 
+/** Keeps `inFlight` holding the responses not yet finished or aborted. */
+function trackInFlight(server: Server, inFlight: Set<ServerResponse>): void {
+  server.on('request', (_req: IncomingMessage, res: ServerResponse) => {
+    inFlight.add(res);
+    res.once('close', () => inFlight.delete(res));
+  });
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/** What each environment variable does, for `--help` (configuration is environment only). */
+const ENVIRONMENT: Record<string, string> = {
+  ENV: 'development (default), test or production; production requires real secrets and migrated databases',
+  DATABASE_URL: 'postgres://… URL; unset: embedded PGlite under DATA_DIR',
+  DATA_DIR: 'embedded database and generated secrets (default ./.loanbook/data)',
+  SECRET_KEY: 'JWT signing key, at least 32 characters (openssl rand -base64 48); generated in DATA_DIR when unset outside production',
+  ENCRYPTION_KEY: 'field encryption key, 32 bytes base64 (openssl rand -base64 32); generated like SECRET_KEY',
+  PORT: 'HTTP port (default 8000; 0 picks a free one)',
+  HOST: 'listen address (default 127.0.0.1, 0.0.0.0 in production)',
+  REDIS_URL: 'redis://… for shared rate limits; unset: in process',
+  ADMIN_EMAIL: 'first start: email of the admin created on an empty database',
+  ADMIN_PASSWORD: 'first start: its password; unset: generated and printed once',
+  METRICS_PORT: 'serve /metrics on this port only',
+  LOG_LEVEL: 'fatal, error, warn, info (default), debug, trace or silent',
+  SHUTDOWN_GRACE_MS: 'how long SIGTERM waits for in-flight requests (default 10000)',
+  DB_POOL_MAX: 'PostgreSQL connections per process (default 10)',
+  DB_STATEMENT_TIMEOUT_MS: 'PostgreSQL statement timeout (default 30000; migrations are exempt)',
+};
+
+function environmentHelp(names: readonly (keyof typeof ENVIRONMENT)[]): string {
+  const width = Math.max(...names.map((n) => n.length));
+  return `\nEnvironment:\n${names.map((n) => `  ${n.padEnd(width)}  ${ENVIRONMENT[n]}`).join('\n')}\n`;
+}
+
+const DATABASE_ENV = ['ENV', 'DATABASE_URL', 'DATA_DIR', 'LOG_LEVEL'] as const;
+
 const program = new Command();
 program
   .name('loanbook')
   .description('Loanbook: lending core. Configuration comes from the environment (see README).')
   .version(packageVersion)
-  .showHelpAfterError();
+  .showHelpAfterError()
+  .addHelpText('after', environmentHelp(Object.keys(ENVIRONMENT)));
 
 program
   .command('serve')
-  .description('Run the HTTP API (embedded PGlite unless DATABASE_URL is set)')
+  .description(
+    'Run the HTTP API (embedded PGlite unless DATABASE_URL is set). Outside production it applies pending ' +
+      'migrations first; in production it refuses to start until `loanbook migrate up` has run. SIGTERM/SIGINT ' +
+      'drain in-flight requests, then exit 0.',
+  )
+  .addHelpText('after', environmentHelp(Object.keys(ENVIRONMENT)))
   .action(serve);
 
-const migrate = program.command('migrate').description('Database migrations (numbered, forward-only SQL)');
+const migrate = program
+  .command('migrate')
+  .description('Database migrations (numbered, forward-only SQL)')
+  .addHelpText('after', environmentHelp(DATABASE_ENV));
 migrate
   .command('up')
-  .description('Apply every pending migration')
+  .description('Apply every pending migration, in one transaction (a failure applies none)')
+  .addHelpText('after', environmentHelp(DATABASE_ENV))
   .action(async () => {
     const cfg = config();
     const logger = createLogger({ level: cfg.logLevel });
@@ -178,6 +270,7 @@ migrate
 migrate
   .command('status')
   .description('List migrations and whether each has run; exits 1 when any is pending')
+  .addHelpText('after', environmentHelp(DATABASE_ENV))
   .action(async () => {
     const cfg = config();
     const logger = createLogger({ level: cfg.logLevel });
@@ -195,6 +288,7 @@ const user = program.command('user').description('User administration');
 user
   .command('create')
   .description('Create a user; prints a generated password when --password is not given')
+  .addHelpText('after', environmentHelp([...DATABASE_ENV, 'SECRET_KEY', 'ENCRYPTION_KEY']))
   .requiredOption('--email <email>', 'email address (sign-in name)')
   .addOption(new Option('--role <role>', 'role').choices([...ROLES]).makeOptionMandatory())
   .option('--password <password>', 'password (at least 12 characters); generated if omitted')
@@ -202,8 +296,7 @@ user
     const cfg = config();
     const logger = createLogger({ level: cfg.logLevel });
     await withDatabase(cfg, logger, async (database) => {
-      const pending = await pendingMigrations(database.db as Kysely<unknown>);
-      if (pending.length > 0) throw new CliError('the database is not migrated; run `loanbook migrate up` first');
+      await requireMigrated(database);
       const { randomBytes } = await import('node:crypto');
       const password = opts.password ?? randomBytes(18).toString('base64url');
       const built = await buildApp({ config: cfg, logger, database });
@@ -224,10 +317,14 @@ const audit = program.command('audit').description('The append-only audit log');
 audit
   .command('verify')
   .description('Recompute the hash chain; names the first broken row and exits 1 if any')
+  .addHelpText('after', environmentHelp(DATABASE_ENV))
   .action(async () => {
     const cfg = config();
     const logger = createLogger({ level: cfg.logLevel });
-    const result = await withDatabase(cfg, logger, (database) => verifyAuditChain(database.db));
+    const result = await withDatabase(cfg, logger, async (database) => {
+      await requireMigrated(database);
+      return verifyAuditChain(database.db);
+    });
     if (result.ok) {
       process.stdout.write(`audit chain intact: ${result.rowsChecked} row(s) verified\n`);
     } else {

@@ -1,5 +1,5 @@
 /** Identity I/O: Kysely queries only, no decisions. Every function takes the executor. */
-import type { Kysely, Transaction } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 import type { PlatformTables } from '../platform/schema.js';
 import type { Role, UserStatus } from './model.js';
 import type { IdentityTables, RevokedWhy } from './schema.js';
@@ -39,12 +39,15 @@ export function lockUser(db: Transaction<IdentityDb>, id: string): Promise<UserR
   return db.selectFrom('users').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
 }
 
-export async function listUsers(db: Executor, limit: number, after?: { createdAt: Date; id: string }): Promise<UserRow[]> {
+/**
+ * A page in (created_at, id) order after the user `afterId`. The cursor's position is
+ * read in SQL: timestamptz has microseconds and a JavaScript Date only milliseconds, so
+ * a round-tripped created_at would repeat or skip rows.
+ */
+export async function listUsers(db: Executor, limit: number, afterId?: string): Promise<UserRow[]> {
   let q = db.selectFrom('users').selectAll().where('status', '!=', 'deleted');
-  if (after) {
-    q = q.where((eb) =>
-      eb.or([eb('created_at', '>', after.createdAt), eb.and([eb('created_at', '=', after.createdAt), eb('id', '>', after.id)])]),
-    );
+  if (afterId !== undefined) {
+    q = q.where(sql<boolean>`(created_at, id) > (select c.created_at, c.id from users c where c.id = ${afterId})`);
   }
   return q.orderBy('created_at').orderBy('id').limit(limit).execute();
 }

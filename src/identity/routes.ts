@@ -1,7 +1,6 @@
 /** Identity HTTP routes: schemas and handlers only; the rules live in service.ts. */
 import { z } from 'zod';
-import { AppError } from '../platform/errors.js';
-import type { App } from '../platform/http.js';
+import { unauthenticated, type App } from '../platform/http.js';
 import type { FastifyRequest } from 'fastify';
 import { ROLES, USER_STATUSES, type TokenPair, type User } from './model.js';
 import type { ActorContext, IdentityService } from './service.js';
@@ -58,7 +57,8 @@ function actor(request: FastifyRequest): ActorContext {
 }
 
 function principalOf(request: FastifyRequest) {
-  if (!request.principal) throw new AppError('unauthenticated');
+  // The role check has already refused anonymous callers; this keeps the type honest.
+  if (!request.principal) throw unauthenticated();
   return request.principal;
 }
 

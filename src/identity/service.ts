@@ -10,7 +10,7 @@ import type { FieldCipher } from '../platform/crypto.js';
 import { AppError } from '../platform/errors.js';
 import type { Authenticator, Principal } from '../platform/http.js';
 import type { Logger } from '../platform/logger.js';
-import { rateLimited, type RateLimitStore } from '../platform/rate-limit.js';
+import type { RateLimitStore } from '../platform/rate-limit.js';
 import { normaliseEmail, passwordWeakness, type Role, type TokenPair, type User, type UserStatus } from './model.js';
 import { dummyHash, hashPassword, verifyPassword } from './passwords.js';
 import * as repo from './repository.js';
@@ -140,21 +140,26 @@ export function createIdentityService(deps: IdentityDeps) {
       const index = emailIndex(input.email);
       const limiterKey = `login:${index}`;
       const { store, failures, windowMs } = deps.loginLimiter;
-      const prior = await store.peek(limiterKey);
-      if (prior && prior.count >= failures) {
-        await audit(db, ctx, { action: 'login.refused', subjectType: 'user', subjectId: null, details: { reason: 'locked' } });
-        throw rateLimited('Too many failed sign-ins for this account.', {}, prior.resetMs);
-      }
+      // Count the attempt before the password is checked: concurrent guesses each take
+      // their own slot, so no more than `failures` passwords are verified per window
+      // (checking first and counting after let a parallel burst through unchecked).
+      const attempt = await store.hit(limiterKey, windowMs);
       const row = await repo.findUserByEmailIndex(db, index);
+      if (attempt.count > failures) {
+        await audit(db, ctx, { action: 'login.refused', subjectType: 'user', subjectId: row?.id ?? null, details: { reason: 'locked' } });
+        throw new AppError('too_many_login_failures', {
+          detail: 'Too many failed sign-ins for this account.',
+          headers: { 'retry-after': String(Math.max(1, Math.ceil(attempt.resetMs / 1000))) },
+        });
+      }
       const ok = await verifyPassword(row?.password_hash ?? (await dummyHash()), input.password);
       if (!row || !ok || row.status !== 'active') {
-        const hit = await store.hit(limiterKey, windowMs);
         const reason = !row ? 'unknown_email' : !ok ? 'bad_password' : `user_${row.status}`;
         await audit(db, ctx, {
           action: 'login.failed',
           subjectType: 'user',
           subjectId: row?.id ?? null,
-          details: { reason, failures_in_window: hit.count },
+          details: { reason, failures_in_window: attempt.count },
         });
         throw new AppError('invalid_credentials');
       }
@@ -233,18 +238,13 @@ export function createIdentityService(deps: IdentityDeps) {
     },
 
     async listUsers(limit: number, startingAfter: string | undefined): Promise<{ data: User[]; hasMore: boolean }> {
-      let after: { createdAt: Date; id: string } | undefined;
-      if (startingAfter !== undefined) {
-        const cursor = await repo.findUserById(db, startingAfter);
-        if (!cursor) {
-          throw new AppError('validation_failed', {
-            detail: 'starting_after does not name a user.',
-            errors: [{ pointer: '#/starting_after', location: 'query', detail: 'unknown user id' }],
-          });
-        }
-        after = { createdAt: cursor.created_at, id: cursor.id };
+      if (startingAfter !== undefined && !(await repo.findUserById(db, startingAfter))) {
+        throw new AppError('validation_failed', {
+          detail: 'starting_after does not name a user.',
+          errors: [{ pointer: '#/starting_after', location: 'query', detail: 'unknown user id' }],
+        });
       }
-      const rows = await repo.listUsers(db, limit + 1, after);
+      const rows = await repo.listUsers(db, limit + 1, startingAfter);
       return { data: rows.slice(0, limit).map(toUser), hasMore: rows.length > limit };
     },
 

@@ -49,13 +49,20 @@ export function createTokenSigner(secretKey: string, accessTtlMinutes: number): 
           currentDate: now,
           requiredClaims: ['sub', 'exp', 'iat', 'jti'],
         });
-        if (typeof payload.sub !== 'string' || typeof payload.sid !== 'string' || typeof payload.role !== 'string') return null;
+        // Ids go into uuid-typed queries: a malformed one must be a refusal, not a database error.
+        if (!isUuid(payload.sub) || !isUuid(payload.sid) || typeof payload.role !== 'string') return null;
         return { userId: payload.sub, sessionId: payload.sid, role: payload.role };
       } catch {
         return null;
       }
     },
   };
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+function isUuid(v: unknown): v is string {
+  return typeof v === 'string' && UUID.test(v);
 }
 
 export function newRefreshToken(): { token: string; hash: string } {

@@ -65,7 +65,7 @@ export async function appendAudit<DB extends PlatformTables>(executor: Kysely<DB
     id: (last?.id ?? 0n) + 1n,
     // Millisecond precision, so the value read back hashes the same.
     occurred_at: new Date(Math.floor(now.getTime())),
-    actor_id: event.actorId ?? null,
+    actor_id: canonicalUuid(event.actorId ?? null),
     action: event.action,
     subject_type: event.subjectType ?? null,
     subject_id: event.subjectId ?? null,
@@ -73,13 +73,25 @@ export async function appendAudit<DB extends PlatformTables>(executor: Kysely<DB
     request_id: event.requestId ?? null,
     details: event.details ?? {},
   };
+  // Details are stored as the canonical JSON that is hashed (bigint as a decimal string,
+  // Date as ISO), so what reads back hashes the same; JSON.stringify throws on a bigint.
   const prevHash = last?.hash ?? GENESIS_HASH;
   await sql`
     insert into audit_log (id, occurred_at, actor_id, action, subject_type, subject_id, ip, request_id, details, prev_hash, hash)
     values (${row.id}, ${row.occurred_at}, ${row.actor_id}, ${row.action}, ${row.subject_type}, ${row.subject_id},
-            ${row.ip}, ${row.request_id}, ${JSON.stringify(row.details)}::jsonb, ${prevHash}, ${auditRowHash(prevHash, row)})
+            ${row.ip}, ${row.request_id}, ${canonicalJson(row.details)}::jsonb, ${prevHash}, ${auditRowHash(prevHash, row)})
   `.execute(db);
   return row.id;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** actor_id is a uuid column and reads back lower-case and hyphenated; hash that form. */
+function canonicalUuid(id: string | null): string | null {
+  if (id === null) return null;
+  const lower = id.toLowerCase();
+  if (!UUID.test(lower)) throw new Error(`audit actorId must be a UUID, got "${id}"`);
+  return lower;
 }
 
 export interface AuditVerification {

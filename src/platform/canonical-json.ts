@@ -13,6 +13,10 @@ export function canonicalJson(value: unknown): string {
       return JSON.stringify(value);
     case 'object': {
       if (value instanceof Date) return JSON.stringify(value.toISOString());
+      // Values that define their JSON form (Temporal dates, decimals) hash as that form,
+      // not as their (usually empty) own enumerable properties.
+      const toJSON = (value as { toJSON?: unknown }).toJSON;
+      if (typeof toJSON === 'function') return canonicalJson((toJSON as () => unknown).call(value));
       if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
       const entries = Object.entries(value as Record<string, unknown>)
         .filter(([, v]) => v !== undefined)

@@ -3,7 +3,8 @@
  * composition root (src/cli.ts); everything else receives the frozen result.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 
@@ -29,8 +30,8 @@ export interface Config {
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   readonly adminEmail: string | undefined;
   readonly adminPassword: string | undefined;
-  /** Trust X-Forwarded-* from this many hops / these addresses (Fastify `trustProxy`). */
-  readonly trustProxy: boolean | number | string;
+  /** Trust X-Forwarded-* from these proxy addresses (Fastify `trustProxy`); `true` trusts any peer. */
+  readonly trustProxy: boolean | string;
   /** When set, /metrics is served on this port only (not on the API port). */
   readonly metricsPort: number | undefined;
   readonly db: {
@@ -147,8 +148,18 @@ const envSchema = z.object({
   ADMIN_PASSWORD: optionalString.refine((p) => p === undefined || p.length >= 12, {
     message: 'must be at least 12 characters',
   }),
-  TRUST_PROXY: optionalString,
-  METRICS_PORT: optionalString.refine((p) => p === undefined || /^\d+$/.test(p), { message: 'must be a port number' }),
+  TRUST_PROXY: optionalString
+    .refine((v) => v === undefined || !/^\d+$/.test(v), {
+      // Fastify 5 treats a hop count as "trust nobody" (a client could otherwise spoof
+      // X-Forwarded-For by sending enough hops), so a number would silently do nothing.
+      message: 'hop counts are not supported; list the proxy addresses instead (e.g. "loopback,uniquelocal" or "10.0.0.0/8")',
+    })
+    .refine((v) => v === undefined || /^\d+$/.test(v) || trustProxyIsValid(v), {
+      message: 'must be true, false, or a comma-separated list of proxy addresses (IP, CIDR, loopback, linklocal, uniquelocal)',
+    }),
+  METRICS_PORT: optionalString.refine((p) => p === undefined || (/^\d+$/.test(p) && Number(p) >= 1 && Number(p) <= 65535), {
+    message: 'must be a port number (1-65535)',
+  }),
   DB_POOL_MAX: intFrom(10, 1, 500),
   DB_STATEMENT_TIMEOUT_MS: intFrom(30_000, 100, 3_600_000),
   DB_CONNECTION_TIMEOUT_MS: intFrom(5_000, 100, 120_000),
@@ -195,6 +206,12 @@ export function loadConfig(
     if (typeof decoded === 'string') problems.push(`ENCRYPTION_KEY ${decoded}; ${HOW_TO_ENCRYPTION_KEY}`);
     else encryptionKey = decoded;
   }
+  if (e.HTTP_HEADERS_TIMEOUT_MS > e.HTTP_REQUEST_TIMEOUT_MS) {
+    problems.push(
+      `HTTP_HEADERS_TIMEOUT_MS (${e.HTTP_HEADERS_TIMEOUT_MS}) must not exceed HTTP_REQUEST_TIMEOUT_MS (${e.HTTP_REQUEST_TIMEOUT_MS}); ` +
+        'the whole request cannot arrive before its headers',
+    );
+  }
   if (production) {
     if (secretKey === undefined) problems.push(`SECRET_KEY is required when ENV=production; ${HOW_TO_SECRET_KEY}`);
     if (e.ENCRYPTION_KEY === undefined) {
@@ -216,14 +233,16 @@ export function loadConfig(
   const allowedOrigins = (e.ALLOWED_ORIGINS ?? '')
     .split(',')
     .map((o) => o.trim())
-    .filter((o) => o.length > 0);
-  for (const origin of allowedOrigins) {
-    if (origin === '*' || !/^https?:\/\/[^/\s]+$/.test(origin)) {
-      throw new ConfigError(
-        `invalid configuration:\n  ALLOWED_ORIGINS: "${origin}" is not an origin (scheme://host[:port], no path, no wildcard)`,
-      );
-    }
-  }
+    .filter((o) => o.length > 0)
+    .map((origin) => {
+      const normalised = normaliseOrigin(origin);
+      if (normalised === undefined) {
+        throw new ConfigError(
+          `invalid configuration:\n  ALLOWED_ORIGINS: "${origin}" is not an origin (scheme://host[:port], no path, no wildcard)`,
+        );
+      }
+      return normalised;
+    });
 
   const config: Config = {
     env: e.ENV,
@@ -270,10 +289,42 @@ export function loadConfig(
   return Object.freeze(config);
 }
 
-function parseTrustProxy(v: string | undefined): boolean | number | string {
+/**
+ * An origin as a browser sends it in the Origin header (lower-case host, no default
+ * port), so a configured "https://App.example.com:443" still matches; undefined when the
+ * value is not a bare http(s) origin.
+ */
+function normaliseOrigin(value: string): string | undefined {
+  if (value === '*' || !/^https?:\/\/[^/\s?#*]+$/i.test(value)) return undefined;
+  try {
+    const url = new URL(value);
+    if (url.username !== '' || url.password !== '') return undefined;
+    return url.origin;
+  } catch {
+    return undefined;
+  }
+}
+
+const PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/** What Fastify's trustProxy (proxy-addr) accepts; anything else would fail at start-up with a less clear error. */
+function trustProxyIsValid(v: string): boolean {
+  if (v === 'true' || v === 'false') return true;
+  return v.split(',').every((raw) => {
+    const entry = raw.trim();
+    if (PROXY_NAMES.has(entry)) return true;
+    const [address = '', range, ...rest] = entry.split('/');
+    const family = isIP(address);
+    if (family === 0 || rest.length > 0) return false;
+    if (range === undefined) return true;
+    if (/^\d+$/.test(range)) return Number(range) <= (family === 4 ? 32 : 128);
+    return family === 4 && isIP(range) === 4;
+  });
+}
+
+function parseTrustProxy(v: string | undefined): boolean | string {
   if (v === undefined || v === 'false') return false;
   if (v === 'true') return true;
-  if (/^\d+$/.test(v)) return Number(v);
   return v;
 }
 
@@ -306,23 +357,55 @@ const SECRETS_FILE = 'secrets.json';
  * (DATA_DIR/secrets.json, mode 0600), so tokens and encrypted fields survive restarts.
  */
 function loadOrCreateGeneratedSecrets(dataDir: string): GeneratedSecrets {
-  const dir = dataDir;
-  const file = join(dir, SECRETS_FILE);
-  if (existsSync(file)) {
-    const raw = JSON.parse(readFileSync(file, 'utf8')) as Partial<GeneratedSecrets>;
-    if (typeof raw.secretKey === 'string' && typeof raw.encryptionKey === 'string') {
-      return { secretKey: raw.secretKey, encryptionKey: raw.encryptionKey };
-    }
-    throw new ConfigError(`${file} is damaged; restore it from a backup or set SECRET_KEY and ENCRYPTION_KEY`);
-  }
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = join(dataDir, SECRETS_FILE);
+  const existing = readGeneratedSecrets(file);
+  if (existing) return existing;
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const secrets: GeneratedSecrets = {
     secretKey: randomBytes(48).toString('base64url'),
     encryptionKey: randomBytes(32).toString('base64'),
   };
-  writeFileSync(file, JSON.stringify(secrets, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
+  try {
+    writeFileSync(file, JSON.stringify(secrets, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
+  } catch (err) {
+    // Another process started at the same moment and wrote first: use its secrets.
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+      const winner = readGeneratedSecrets(file);
+      if (winner) return winner;
+    }
+    throw err;
+  }
   chmodSync(file, 0o600);
   return secrets;
+}
+
+/** The stored secrets, undefined when the file does not exist; a ConfigError when it is unusable. */
+function readGeneratedSecrets(file: string): GeneratedSecrets | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new ConfigError(`${file} cannot be read (${(err as Error).message}); fix its permissions or set SECRET_KEY and ENCRYPTION_KEY`);
+  }
+  const damaged = () =>
+    new ConfigError(`${file} is damaged; restore it from a backup or set SECRET_KEY and ENCRYPTION_KEY`);
+  let raw: Partial<GeneratedSecrets>;
+  try {
+    raw = JSON.parse(text) as Partial<GeneratedSecrets>;
+  } catch {
+    throw damaged();
+  }
+  if (
+    raw === null ||
+    typeof raw.secretKey !== 'string' ||
+    typeof raw.encryptionKey !== 'string' ||
+    secretKeyWeakness(raw.secretKey) !== undefined ||
+    typeof decodeEncryptionKey(raw.encryptionKey) === 'string'
+  ) {
+    throw damaged();
+  }
+  return { secretKey: raw.secretKey, encryptionKey: raw.encryptionKey };
 }
 
 /** A short, non-secret fingerprint for logs ("which key is this instance using?"). */

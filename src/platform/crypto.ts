@@ -34,6 +34,9 @@ interface DerivedKey {
   readonly indexKey: Buffer;
 }
 
+const IV_BYTES = 12;
+const TAG_BYTES = 16;
+
 function derive(master: Buffer): DerivedKey {
   if (master.length !== 32) throw new Error('encryption key must be 32 bytes');
   const salt = Buffer.from('loanbook-field-encryption-v1');
@@ -42,6 +45,16 @@ function derive(master: Buffer): DerivedKey {
     dataKey: Buffer.from(hkdfSync('sha256', master, salt, 'aes-256-gcm data key', 32)),
     indexKey: Buffer.from(hkdfSync('sha256', master, salt, 'hmac-sha256 blind index key', 32)),
   };
+}
+
+/**
+ * Node's base64url decoder skips characters outside the alphabet and ignores trailing
+ * bits, so many strings decode to the same bytes. Only the one canonical spelling is
+ * accepted: a stored value that was altered in any way does not decrypt.
+ */
+function decodeCanonical(text: string): Buffer | null {
+  const bytes = Buffer.from(text, 'base64url');
+  return bytes.toString('base64url') === text ? bytes : null;
 }
 
 function aad(ctx: FieldContext): Buffer {
@@ -62,8 +75,8 @@ export function createFieldCipher(current: Buffer, previous: readonly Buffer[] =
   return {
     keyId: cur.id,
     encrypt(plaintext, ctx) {
-      const iv = randomBytes(12);
-      const cipher = createCipheriv('aes-256-gcm', cur.dataKey, iv);
+      const iv = randomBytes(IV_BYTES);
+      const cipher = createCipheriv('aes-256-gcm', cur.dataKey, iv, { authTagLength: TAG_BYTES });
       cipher.setAAD(aad(ctx));
       const ct = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
       return ['v1', cur.id, iv.toString('base64url'), ct.toString('base64url'), cipher.getAuthTag().toString('base64url')].join('.');
@@ -74,11 +87,19 @@ export function createFieldCipher(current: Buffer, previous: readonly Buffer[] =
       const [, kid, ivText, ctText, tagText] = parts as [string, string, string, string, string];
       const key = ring.get(kid);
       if (!key) throw new FieldDecryptionError(`no key with id ${kid} is configured`);
+      const iv = decodeCanonical(ivText);
+      const tag = decodeCanonical(tagText);
+      const ct = decodeCanonical(ctText);
+      // GCM accepts tags as short as 4 bytes unless told otherwise; a truncated tag must
+      // not verify (it would cut the forgery cost from 2^128 to 2^32).
+      if (iv === null || tag === null || ct === null || iv.length !== IV_BYTES || tag.length !== TAG_BYTES) {
+        throw new FieldDecryptionError(`field ${ctx.table}.${ctx.column} of ${ctx.rowId} failed authentication`);
+      }
       try {
-        const decipher = createDecipheriv('aes-256-gcm', key.dataKey, Buffer.from(ivText, 'base64url'));
+        const decipher = createDecipheriv('aes-256-gcm', key.dataKey, iv, { authTagLength: TAG_BYTES });
         decipher.setAAD(aad(ctx));
-        decipher.setAuthTag(Buffer.from(tagText, 'base64url'));
-        return Buffer.concat([decipher.update(Buffer.from(ctText, 'base64url')), decipher.final()]).toString('utf8');
+        decipher.setAuthTag(tag);
+        return Buffer.concat([decipher.update(ct), decipher.final()]).toString('utf8');
       } catch {
         throw new FieldDecryptionError(`field ${ctx.table}.${ctx.column} of ${ctx.rowId} failed authentication`);
       }

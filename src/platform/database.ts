@@ -38,12 +38,34 @@ export interface Database<DB> {
   close(): Promise<void>;
 }
 
-const OID = { int8: 20, numeric: 1700, date: 1082, int8Array: 1016, numericArray: 1231 } as const;
+const OID = {
+  int8: 20,
+  numeric: 1700,
+  date: 1082,
+  textArray: 1009,
+  int8Array: 1016,
+  numericArray: 1231,
+  dateArray: 1182,
+} as const;
+
+type Nested<T> = T | null | Nested<T>[];
+
+/**
+ * node-postgres's own text[] parser (quotes, escapes, NULL, nested dimensions), reused
+ * so the element parsers below never see array syntax.
+ */
+const parseTextArray = pg.types.getTypeParser(OID.textArray as number, 'text') as (v: string) => Nested<string>[];
+
+function mapNested<T>(values: Nested<string>[], f: (v: string) => T): Nested<T>[] {
+  return values.map((v) => (v === null ? null : Array.isArray(v) ? mapNested(v, f) : f(v)));
+}
 
 /**
  * int8 → bigint (money in minor units never passes through a number), numeric →
- * exact decimal string, date → 'YYYY-MM-DD' (no time-zone shift). The same object is
- * handed to both pools, so PGlite and PostgreSQL return the same JavaScript types.
+ * exact decimal string, date → 'YYYY-MM-DD' (no time-zone shift), and the same for
+ * their arrays (node-postgres would turn date[] into local-midnight Date objects).
+ * The same object is handed to both pools, so PGlite and PostgreSQL return the same
+ * JavaScript types.
  */
 export const typeParsers: pg.CustomTypesConfig = {
   getTypeParser: ((oid: number, format?: 'text' | 'binary') => {
@@ -54,20 +76,19 @@ export const typeParsers: pg.CustomTypesConfig = {
       case OID.date:
         return (v: string) => v;
       case OID.int8Array:
-        return (v: string) => parseTextArray(v).map((x) => (x === null ? null : BigInt(x)));
+        return (v: string) => mapNested(parseTextArray(v), (x) => BigInt(x));
       case OID.numericArray:
-        return (v: string) => parseTextArray(v);
+      case OID.dateArray:
+        return parseTextArray;
       default:
         return pg.types.getTypeParser(oid, format ?? 'text') as (v: string) => unknown;
     }
   }) as pg.CustomTypesConfig['getTypeParser'],
 };
 
-/** Parses a one-dimensional Postgres text array of unquoted scalars ("{1,2,NULL}"). */
-function parseTextArray(v: string): (string | null)[] {
-  const inner = v.slice(1, -1);
-  if (inner === '') return [];
-  return inner.split(',').map((x) => (x === 'NULL' ? null : x.replace(/^"|"$/g, '')));
+/** The database could not be reached when it was opened. */
+export class DatabaseConnectionError extends Error {
+  override readonly name = 'DatabaseConnectionError';
 }
 
 export async function openDatabase<DB>(
@@ -103,12 +124,39 @@ export async function openDatabase<DB>(
       types: typeParsers,
     });
   }
-  // Without this listener an idle client's error (Postgres restarted, network cut)
-  // is an unhandled 'error' event and kills the process. The pool drops the client
-  // and the next checkout opens a fresh connection.
-  pool.on('error', (err) => {
-    logger.error({ err: { message: err.message, code: (err as { code?: string }).code } }, 'database pool client error');
+  // A client whose connection dies (Postgres restarted, backend terminated, network
+  // cut) emits 'error'; with no listener that is an uncaught exception that kills the
+  // process. The pool listens only while a client is idle, so every client also gets
+  // its own listener for the time it is checked out (by Kysely, mid-query or
+  // mid-transaction). The pool then drops the dead client on release and the next
+  // checkout opens a fresh connection. One client usually reports twice (the server's
+  // FATAL message, then the closed socket): the first is logged as the error.
+  const failed = new WeakSet<pg.ClientBase>();
+  pool.on('connect', (client) => {
+    client.on('error', (err: Error & { code?: string }) => {
+      const fields = { err: { message: err.message, code: err.code } };
+      if (failed.has(client)) {
+        logger.debug(fields, 'database connection error (same connection, after the first)');
+        return;
+      }
+      failed.add(client);
+      logger.error(fields, 'database connection error; the connection is discarded');
+    });
   });
+  // Required so an idle client's error is not an unhandled 'error' on the pool; the
+  // client's own listener above has logged it.
+  pool.on('error', () => undefined);
+
+  if (target.kind === 'postgres') {
+    // Fail at start-up, with the (redacted) target named, rather than at the first request.
+    try {
+      await pool.query('select 1');
+    } catch (e) {
+      await pool.end().catch(() => undefined);
+      const reason = e instanceof Error ? e.message || (e as { code?: string }).code || e.name : String(e);
+      throw new DatabaseConnectionError(`cannot connect to ${describeTarget(target)}: ${reason}`, { cause: e });
+    }
+  }
 
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
   const database: Database<DB> = {

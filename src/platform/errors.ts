@@ -96,7 +96,22 @@ export const PlatformProblem = defineProblems({
     title: 'Method not allowed',
     description: 'The resource exists but does not support this method; the Allow header lists the methods it does.',
   },
+  bad_request: {
+    status: 400,
+    title: 'Bad request',
+    description: 'The request is not valid HTTP, or its URL cannot be decoded.',
+  },
   request_timeout: { status: 408, title: 'Request timeout', description: 'The request took too long to arrive.' },
+  uri_too_long: {
+    status: 414,
+    title: 'URI too long',
+    description: 'A path segment of the URL is longer than the server accepts.',
+  },
+  request_header_fields_too_large: {
+    status: 431,
+    title: 'Request header fields too large',
+    description: 'The request headers are larger than the server accepts.',
+  },
   idempotency_key_missing: {
     status: 400,
     title: 'Idempotency-Key required',

@@ -5,7 +5,9 @@
  * nothing here knows a domain.
  */
 import { randomUUID } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import compress from '@fastify/compress';
 import cors from '@fastify/cors';
 import helmet from '@fastify/helmet';
@@ -19,6 +21,7 @@ import {
   hasZodFastifySchemaValidationErrors,
   isResponseSerializationError,
   jsonSchemaTransform,
+  jsonSchemaTransformObject,
   serializerCompiler,
   validatorCompiler,
   type ZodTypeProvider,
@@ -65,7 +68,7 @@ export interface HttpOptions {
   readonly requestTimeoutMs: number;
   readonly headersTimeoutMs: number;
   readonly keepAliveTimeoutMs: number;
-  readonly trustProxy: boolean | number | string;
+  readonly trustProxy: boolean | string;
   readonly allowedOrigins: readonly string[];
   readonly authenticator: Authenticator;
   readonly openapi: { readonly title: string; readonly version: string; readonly description: string };
@@ -74,6 +77,20 @@ export interface HttpOptions {
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 const UNAUTHENTICATED_DETAIL = 'The access token is missing, malformed, expired or revoked.';
 const HTTP_METHODS: readonly HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
+
+/**
+ * The headers every response carries. Helmet and the hooks below set them on every
+ * routed response (errors included); this copy serves the few responses that never
+ * reach a hook: URLs that cannot be decoded, and requests that are not valid HTTP.
+ */
+export const BASELINE_SECURITY_HEADERS: Readonly<Record<string, string>> = {
+  'content-security-policy': "default-src 'none';frame-ancestors 'none';base-uri 'none';form-action 'none'",
+  'x-frame-options': 'DENY',
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cross-origin-resource-policy': 'same-origin',
+  'cache-control': 'no-store',
+};
 
 export async function createHttpServer(options: HttpOptions): Promise<App> {
   const app = Fastify({
@@ -88,10 +105,24 @@ export async function createHttpServer(options: HttpOptions): Promise<App> {
     requestTimeout: options.requestTimeoutMs,
     keepAliveTimeout: options.keepAliveTimeoutMs,
     connectionTimeout: options.requestTimeoutMs + options.headersTimeoutMs,
-    trustProxy: options.trustProxy as boolean | string,
-    return503OnClosing: true,
+    trustProxy: options.trustProxy,
+    // Fastify's own 503 while closing is plain JSON without our headers; the hook below answers instead.
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 200 },
+    // Undecodable URLs and over-long path parameters never reach the hooks or the error handler.
+    frameworkErrors: (error, request, reply) => {
+      void reply.headers(BASELINE_SECURITY_HEADERS).header('x-request-id', request.id).header('x-correlation-id', request.id);
+      const err =
+        error.code === 'FST_ERR_BAD_URL'
+          ? new AppError('bad_request', { detail: 'The URL cannot be decoded.' })
+          : error.code === 'FST_ERR_MAX_PARAM_LENGTH'
+            ? new AppError('uri_too_long')
+            : new AppError('internal_error');
+      if (err.code === 'internal_error') request.log.error({ err: coerceError(error) }, 'framework error');
+      void sendProblem(request, reply, err);
+    },
+    clientErrorHandler: (error, socket) => writeClientError(error, socket, options.logger),
   }).withTypeProvider<ZodTypeProvider>() as unknown as App;
   app.server.headersTimeout = options.headersTimeoutMs;
 
@@ -124,14 +155,41 @@ export async function createHttpServer(options: HttpOptions): Promise<App> {
     strictTransportSecurity: false,
     crossOriginResourcePolicy: { policy: 'same-origin' },
   });
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
   app.addHook('onRequest', async (request, reply) => {
     if (request.protocol === 'https') {
       void reply.header('strict-transport-security', 'max-age=31536000; includeSubDomains');
     }
     void reply.header('cache-control', 'no-store');
+    if (closing) {
+      // A request on a kept-alive connection after shutdown began: send it elsewhere.
+      throw new AppError('service_unavailable', {
+        detail: 'This instance is shutting down; retry the request.',
+        headers: { connection: 'close', 'retry-after': '1' },
+      });
+    }
   });
 
   const allowed = new Set(options.allowedOrigins);
+  // @fastify/cors answers an allowed Origin's OPTIONS without Access-Control-Request-Method
+  // with a text/plain 400; refuse it here as a problem instead.
+  app.addHook('onRequest', async (request) => {
+    const origin = request.headers.origin;
+    if (
+      request.method === 'OPTIONS' &&
+      origin !== undefined &&
+      allowed.has(origin) &&
+      request.headers['access-control-request-method'] === undefined
+    ) {
+      throw new AppError('validation_failed', {
+        detail: 'A CORS preflight needs an Access-Control-Request-Method header.',
+        errors: [{ pointer: '#/access-control-request-method', location: 'header', detail: 'required' }],
+      });
+    }
+  });
   await app.register(cors, {
     // A foreign Origin gets no Access-Control-Allow-Origin at all (never reflected).
     origin: (origin, cb) => cb(null, origin !== undefined && allowed.has(origin) ? origin : false),
@@ -187,7 +245,8 @@ export async function registerDocsRoutes(app: App): Promise<void> {
  */
 function installJsonParser(app: App, maxDepth: number): void {
   const parse = app.getDefaultJsonParser('error', 'error');
-  app.removeContentTypeParser('application/json');
+  // Only JSON bodies: Fastify's default text/plain parser would let any text through to validation.
+  app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     const text = body as string;
     if (jsonDepth(text) > maxDepth) {
@@ -233,6 +292,9 @@ function installRouteRegistry(app: App): void {
       if (!isFramework) throw new Error(`route ${methods.join(',')} ${route.url} must declare config.auth`);
       route.config = { ...route.config, auth: 'public', rateLimit: true };
     }
+    // The CORS preflight route (OPTIONS *) matches every path; counting it would turn every
+    // unknown path into a 405.
+    if (methods.every((m) => m === 'OPTIONS')) return;
     for (const m of methods) {
       if (m === 'HEAD' && router.hasRoute('HEAD', route.url)) continue;
       router.on(m as HTTPMethod, route.url, noop);
@@ -252,9 +314,52 @@ function installRouteRegistry(app: App): void {
   });
 }
 
+/**
+ * Requests that are not valid HTTP (or time out, or overflow the header limit) never
+ * become a request object; the answer is written to the socket directly, still as a
+ * problem with the baseline headers.
+ */
+function writeClientError(error: Error & { code?: string }, socket: Socket, logger: Logger): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const code =
+    error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? 'request_timeout'
+      : error.code === 'HPE_HEADER_OVERFLOW'
+        ? 'request_header_fields_too_large'
+        : 'bad_request';
+  const requestId = randomUUID();
+  const problem = new AppError(code);
+  const body = JSON.stringify(problem.toProblem(undefined, requestId));
+  const head = [
+    `HTTP/1.1 ${problem.status} ${STATUS_CODES[problem.status] ?? ''}`,
+    'content-type: application/problem+json',
+    `content-length: ${Buffer.byteLength(body)}`,
+    'connection: close',
+    `x-request-id: ${requestId}`,
+    ...Object.entries(BASELINE_SECURITY_HEADERS).map(([k, v]) => `${k}: ${v}`),
+  ];
+  logger.debug({ err: { message: error.message, code: error.code }, request_id: requestId }, 'client error');
+  // A response already under way on this socket cannot be followed by another.
+  const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+  if (!socket.writable || inFlight?.headersSent === true) {
+    socket.destroy();
+    return;
+  }
+  socket.end(`${head.join('\r\n')}\r\n\r\n${body}`, () => socket.destroy());
+}
+
 function installErrorHandling(app: App): void {
   app.setErrorHandler(async (error: FastifyError, request, reply) => {
-    return sendProblem(request, reply, toAppError(error, request));
+    let problem: AppError;
+    try {
+      problem = toAppError(error, request);
+    } catch (mappingError) {
+      // Fastify's fallback handler would send this error's message (and with it the
+      // thrown value) to the client.
+      request.log.error({ err: coerceError(mappingError), thrown: coerceError(error) }, 'error while mapping an error');
+      problem = new AppError('internal_error');
+    }
+    return sendProblem(request, reply, problem);
   });
 }
 
@@ -271,6 +376,11 @@ export function sendProblem(request: FastifyRequest, reply: FastifyReply, err: A
 /** Maps anything a handler or Fastify can throw to a catalogued problem. */
 function toAppError(error: unknown, request: FastifyRequest): AppError {
   if (isAppError(error)) return error;
+  if (typeof error !== 'object' || error === null) {
+    // `throw "text"` or `throw null`: the type guards below need an object.
+    request.log.error({ err: coerceError(error) }, 'unhandled error');
+    return new AppError('internal_error');
+  }
   if (hasZodFastifySchemaValidationErrors(error)) {
     const location = validationLocation(error.validationContext);
     const issues = error.validation as readonly { keyword: string; instancePath: string; message?: string; params?: unknown }[];
@@ -405,6 +515,9 @@ async function installOpenApi(app: App, info: HttpOptions['openapi']): Promise<v
         schemas: { Problem: problemSchema as unknown as Record<string, unknown> },
       },
     },
+    // Adds the schemas named with .meta({ id }) (User, TokenPair, …) as components, so the
+    // $refs the operations use resolve.
+    transformObject: jsonSchemaTransformObject,
     transform: (input) => {
       const out = jsonSchemaTransform(input);
       const auth = input.route.config?.auth;
@@ -417,6 +530,15 @@ async function installOpenApi(app: App, info: HttpOptions['openapi']): Promise<v
         schema.security = [];
       }
       if (input.route.config?.idempotency) schema['x-idempotency'] = input.route.config.idempotency;
+      // Every operation can fail with a problem; say so once, by reference.
+      const declared = schema.response as Record<string, unknown> | undefined;
+      schema.response = {
+        ...(declared ?? { 200: { description: 'Default Response' } }),
+        default: {
+          description: 'An error (RFC 9457 problem details)',
+          content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
+        },
+      };
       return { schema, url: out.url };
     },
   });

@@ -5,7 +5,10 @@
  *  - same key, different request       → 422 idempotency_key_reused
  *  - same key while the first is running → 409 idempotency_key_in_use, Retry-After
  * A claim is one atomic INSERT … ON CONFLICT, so truly concurrent duplicates cannot both
- * run. A 5xx releases the claim so the client may retry. Keys are kept for
+ * run. A 5xx releases the claim so the client may retry. A claim not finished within
+ * `claimTimeoutMs` counts as abandoned and the same request may take it over; the
+ * abandoned request can then no longer store or release the key (its claim is
+ * identified by its created_at). Keys are kept for
  * IDEMPOTENCY_RETENTION_HOURS (24 by default), then purged.
  *
  * This layer makes retries safe for clients. Money-moving services additionally keep
@@ -32,6 +35,12 @@ export interface IdempotencyOptions {
 interface Claim {
   readonly scope: string;
   readonly key: string;
+  /**
+   * The claim's created_at as Postgres prints it (microseconds; a JS Date would round).
+   * A request whose claim was taken over after it timed out must not store or release
+   * the key of the request that took it over.
+   */
+  readonly claimedAt: string;
 }
 
 const claims = new WeakMap<object, Claim>();
@@ -53,7 +62,7 @@ export function installIdempotency<DB extends PlatformTables>(app: App, appDb: K
     const requestHash = sha256Hex(
       canonicalJson({ method: request.method, route, params: request.params, query: request.query, body: request.body }),
     );
-    const claimed = await sql<{ key: string }>`
+    const claimed = await sql<{ claimed_at: string }>`
       insert into idempotency_keys (scope, key, method, route, request_hash, state, locked_until, expires_at)
       values (${scope}, ${header}, ${request.method}, ${route}, ${requestHash}, 'in_flight',
               now() + make_interval(secs => ${options.claimTimeoutMs / 1000}),
@@ -65,10 +74,11 @@ export function installIdempotency<DB extends PlatformTables>(app: App, appDb: K
       where idempotency_keys.expires_at < now()
          or (idempotency_keys.state = 'in_flight' and idempotency_keys.locked_until < now()
              and idempotency_keys.request_hash = excluded.request_hash)
-      returning key
+      returning created_at::text as claimed_at
     `.execute(db);
-    if (claimed.rows.length === 1) {
-      claims.set(request, { scope, key: header });
+    const claim = claimed.rows[0];
+    if (claim) {
+      claims.set(request, { scope, key: header, claimedAt: claim.claimed_at });
       return;
     }
 
@@ -99,18 +109,26 @@ export function installIdempotency<DB extends PlatformTables>(app: App, appDb: K
       .send(existing.response_body ?? '');
   });
 
+  const release = (claim: Claim) =>
+    db
+      .deleteFrom('idempotency_keys')
+      .where('scope', '=', claim.scope)
+      .where('key', '=', claim.key)
+      .where('created_at', '=', sql<Date>`${claim.claimedAt}::timestamptz`)
+      .execute();
+
   app.addHook('onSend', async (request, reply, payload) => {
     const claim = claims.get(request);
     if (!claim) return payload;
     claims.delete(request);
     if (reply.statusCode >= 500) {
-      await db.deleteFrom('idempotency_keys').where('scope', '=', claim.scope).where('key', '=', claim.key).execute();
+      await release(claim);
       return payload;
     }
     const body = typeof payload === 'string' ? payload : Buffer.isBuffer(payload) ? payload.toString('utf8') : null;
     if (body === null) {
       // A streamed response cannot be replayed; release the key rather than store half of it.
-      await db.deleteFrom('idempotency_keys').where('scope', '=', claim.scope).where('key', '=', claim.key).execute();
+      await release(claim);
       return payload;
     }
     const headers: Record<string, string> = {};
@@ -128,6 +146,7 @@ export function installIdempotency<DB extends PlatformTables>(app: App, appDb: K
       })
       .where('scope', '=', claim.scope)
       .where('key', '=', claim.key)
+      .where('created_at', '=', sql<Date>`${claim.claimedAt}::timestamptz`)
       .execute();
     return payload;
   });

@@ -3,7 +3,7 @@
  * written; request logs carry request_id and correlation_id.
  */
 import { pino } from 'pino';
-import type { Logger as PinoLogger, LevelWithSilent } from 'pino';
+import type { DestinationStream, Logger as PinoLogger, LevelWithSilent } from 'pino';
 
 export type Logger = PinoLogger;
 
@@ -14,33 +14,61 @@ export const REDACT_PATHS: readonly string[] = [
   'req.headers["x-api-key"]',
   'res.headers["set-cookie"]',
   ...[
+    // Credentials, wherever a header map or a body is logged.
+    'authorization',
+    'cookie',
+    '"set-cookie"',
+    '"x-api-key"',
+    'api_key',
+    'apiKey',
     'password',
     'new_password',
     'current_password',
     'token',
     'access_token',
     'refresh_token',
+    'accessToken',
+    'refreshToken',
     'secret',
     'secretKey',
+    'secret_key',
     'encryptionKey',
+    'encryption_key',
+    // Personal data.
     'email',
     'applicant_name',
+    'first_name',
+    'last_name',
     'full_name',
     'national_id',
+    'ssn',
+    'tax_id',
     'date_of_birth',
     'phone',
     'address',
-  ].flatMap((f) => [f, `*.${f}`, `*.*.${f}`]),
+    'account_number',
+    'iban',
+  ].flatMap((f) => {
+    const member = f.startsWith('"') ? `[${f}]` : `.${f}`;
+    return [f.startsWith('"') ? `[${f}]` : f, `*${member}`, `*.*${member}`];
+  }),
 ];
 
-export function createLogger(options: { level: LevelWithSilent; name?: string }): Logger {
-  return pino({
+export interface LoggerOptions {
+  readonly level: LevelWithSilent;
+  readonly name?: string;
+}
+
+/** JSON lines to `destination` (stdout when omitted; tests pass a stream to read them back). */
+export function createLogger(options: LoggerOptions, destination?: DestinationStream): Logger {
+  const pinoOptions = {
     name: options.name ?? 'loanbook',
     level: options.level,
     base: { service: 'loanbook' },
     timestamp: pino.stdTimeFunctions.isoTime,
     messageKey: 'message',
-    formatters: { level: (label) => ({ level: label }) },
+    formatters: { level: (label: string) => ({ level: label }) },
     redact: { paths: [...REDACT_PATHS], censor: '[redacted]' },
-  });
+  };
+  return destination === undefined ? pino(pinoOptions) : pino(pinoOptions, destination);
 }

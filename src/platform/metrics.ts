@@ -44,24 +44,35 @@ export function createMetrics(): Metrics {
   };
 }
 
-const startTimes = new WeakMap<object, bigint>();
+/** Requests counted in `active_requests` and not yet released. */
+const inFlight = new WeakSet<object>();
 
-/** Counts and times every request; the route label is the template, never the raw URL. */
+/**
+ * Counts and times every request; the route label is the template, never the raw URL.
+ *
+ * `active_requests` is released exactly once per request that incremented it: onResponse
+ * and onRequestAbort may both fire for one request, and an earlier onRequest hook (a CORS
+ * preflight answered in its hook, an authentication lookup that throws) can end a request
+ * before this hook ever ran. The duration is Fastify's own `reply.elapsedTime`, measured
+ * from the moment the request arrived, so those requests are timed too.
+ */
 export function installHttpMetrics(app: App, metrics: Metrics): void {
+  const release = (request: object) => {
+    if (inFlight.delete(request)) metrics.activeRequests.dec();
+  };
   app.addHook('onRequest', async (request) => {
-    startTimes.set(request, process.hrtime.bigint());
+    inFlight.add(request);
     metrics.activeRequests.inc();
   });
   app.addHook('onResponse', async (request, reply) => {
-    metrics.activeRequests.dec();
-    const start = startTimes.get(request);
+    release(request);
     const route = request.routeOptions.url ?? 'unmatched';
     const labels = { method: request.method, route, status: String(reply.statusCode) };
     metrics.httpRequestsTotal.inc(labels);
-    if (start !== undefined) metrics.httpRequestDuration.observe(labels, Number(process.hrtime.bigint() - start) / 1e9);
+    metrics.httpRequestDuration.observe(labels, reply.elapsedTime / 1000);
   });
-  app.addHook('onRequestAbort', async (_request) => {
-    metrics.activeRequests.dec();
+  app.addHook('onRequestAbort', async (request) => {
+    release(request);
   });
 }
 

@@ -24,15 +24,27 @@ export class SqlFileMigrationProvider implements MigrationProvider {
       expected++;
       const text = readFileSync(join(this.dir, file), 'utf8');
       // Forward only: no `down`. The whole file runs as one simple-protocol query,
-      // inside the Migrator's transaction.
-      migrations[file.replace(/\.sql$/, '')] = { up: async (db) => void (await sql.raw(text).execute(db)) };
+      // inside the Migrator's transaction (all pending files share one transaction, so
+      // a failure applies none of them). The service's statement_timeout guards
+      // requests; an index build on a large table may rightly take longer.
+      migrations[file.replace(/\.sql$/, '')] = {
+        up: async (db) => {
+          await sql`set local statement_timeout = 0`.execute(db);
+          await sql.raw(text).execute(db);
+        },
+      };
     }
     return migrations;
   }
 }
 
-function migrator(db: Kysely<unknown>): Migrator {
-  return new Migrator({ db, provider: new SqlFileMigrationProvider() });
+export interface MigrateOptions {
+  /** The folder of NNNN_name.sql files; the package's migrations/ by default. */
+  readonly dir?: string;
+}
+
+function migrator(db: Kysely<unknown>, options: MigrateOptions): Migrator {
+  return new Migrator({ db, provider: new SqlFileMigrationProvider(options.dir) });
 }
 
 export interface MigrationState {
@@ -40,13 +52,13 @@ export interface MigrationState {
   readonly executedAt: Date | undefined;
 }
 
-export async function migrationStatus(db: Kysely<unknown>): Promise<MigrationState[]> {
-  const list = await migrator(db).getMigrations();
+export async function migrationStatus(db: Kysely<unknown>, options: MigrateOptions = {}): Promise<MigrationState[]> {
+  const list = await migrator(db, options).getMigrations();
   return list.map((m) => ({ name: m.name, executedAt: m.executedAt }));
 }
 
-export async function pendingMigrations(db: Kysely<unknown>): Promise<string[]> {
-  return (await migrationStatus(db)).filter((m) => m.executedAt === undefined).map((m) => m.name);
+export async function pendingMigrations(db: Kysely<unknown>, options: MigrateOptions = {}): Promise<string[]> {
+  return (await migrationStatus(db, options)).filter((m) => m.executedAt === undefined).map((m) => m.name);
 }
 
 export class MigrationError extends Error {
@@ -54,12 +66,13 @@ export class MigrationError extends Error {
 }
 
 /** Applies every pending migration; returns the names applied. */
-export async function migrateUp(db: Kysely<unknown>): Promise<string[]> {
-  const result: MigrationResultSet = await migrator(db).migrateToLatest();
+export async function migrateUp(db: Kysely<unknown>, options: MigrateOptions = {}): Promise<string[]> {
+  const result: MigrationResultSet = await migrator(db, options).migrateToLatest();
   if (result.error) {
     const failed = result.results?.find((r) => r.status === 'Error');
     const reason = result.error instanceof Error ? result.error.message : JSON.stringify(result.error);
-    throw new MigrationError(`migration ${failed?.migrationName ?? '(unknown)'} failed: ${reason}`);
+    // Every pending file runs in one transaction: nothing of this run was applied.
+    throw new MigrationError(failed ? `migration ${failed.migrationName} failed: ${reason}` : reason, { cause: result.error });
   }
   return (result.results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
 }
