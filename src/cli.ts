@@ -10,7 +10,8 @@ import { ROLES, type Role } from './identity/model.js';
 import { verifyAuditChain } from './platform/audit.js';
 import { ConfigError, fingerprint, loadConfig, type Config } from './platform/config.js';
 import { databaseTarget, describeTarget, openDatabase, type Database } from './platform/database.js';
-import { coerceError, isAppError } from './platform/errors.js';
+import { AppError, coerceError, isAppError } from './platform/errors.js';
+import { BASELINE_SECURITY_HEADERS } from './platform/http.js';
 import { purgeExpiredIdempotencyKeys } from './platform/idempotency.js';
 import { createLogger, type Logger } from './platform/logger.js';
 import { migrateUp, migrationStatus, pendingMigrations } from './platform/migrate.js';
@@ -95,15 +96,22 @@ async function serve(): Promise<void> {
 
     if (cfg.metricsPort !== undefined) {
       const registry = built.metrics.registry;
+      const problem = (res: ServerResponse, code: 'not_found' | 'internal_error') => {
+        const body = JSON.stringify(new AppError(code).toProblem());
+        res.writeHead(code === 'not_found' ? 404 : 500, { ...BASELINE_SECURITY_HEADERS, 'content-type': 'application/problem+json' }).end(body);
+      };
       metricsServer = createServer((req, res) => {
-        if (req.url !== '/metrics') {
-          res.writeHead(404).end();
+        if (req.url !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
+          problem(res, 'not_found');
           return;
         }
         registry
           .metrics()
-          .then((text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text))
-          .catch(() => res.writeHead(500).end());
+          .then((text) => res.writeHead(200, { ...BASELINE_SECURITY_HEADERS, 'content-type': registry.contentType }).end(text))
+          .catch((e: unknown) => {
+            logger.error({ err: coerceError(e) }, 'metrics collection failed');
+            problem(res, 'internal_error');
+          });
       });
       await listen(metricsServer, cfg.metricsPort, cfg.host);
       metricsServer.on('error', (e) => logger.error({ err: coerceError(e) }, 'metrics server error'));
@@ -124,9 +132,15 @@ async function serve(): Promise<void> {
   }
   const { app } = built;
 
-  const purge = setInterval(() => {
-    purgeExpiredIdempotencyKeys(database.db).catch((e: unknown) => logger.warn({ err: coerceError(e) }, 'idempotency purge failed'));
-  }, 3_600_000);
+  // Expired Idempotency-Key rows: once at start (processes may restart more often than
+  // hourly), then every hour.
+  const purgeOnce = () => {
+    purgeExpiredIdempotencyKeys(database.db)
+      .then((n) => n > 0 && logger.info({ deleted: n }, 'expired idempotency keys purged'))
+      .catch((e: unknown) => logger.warn({ err: coerceError(e) }, 'idempotency purge failed'));
+  };
+  purgeOnce();
+  const purge = setInterval(purgeOnce, 3_600_000);
   purge.unref();
 
   logger.info(
@@ -326,7 +340,7 @@ audit
       return verifyAuditChain(database.db);
     });
     if (result.ok) {
-      process.stdout.write(`audit chain intact: ${result.rowsChecked} row(s) verified\n`);
+      process.stdout.write(`audit chain intact: ${result.rowsChecked} row(s) verified\nhead hash: ${result.headHash}\n`);
     } else {
       process.stdout.write(
         `audit chain BROKEN at row ${result.firstBroken?.id}: ${result.firstBroken?.reason} ` +

@@ -247,11 +247,18 @@ describe(`migrate, user create and audit verify on a fresh database (${dbTarget}
     );
   });
 
-  it('audit verify prints that the chain is intact and exits 0', async () => {
+  it('audit verify prints that the chain is intact, with the head hash to record, and exits 0', async () => {
     const r = await cli(['audit', 'verify'], env);
+    const database = await openSame();
+    let head: string;
+    try {
+      head = (await database.db.selectFrom('audit_log').select('hash').where('id', '=', 1n).executeTakeFirstOrThrow()).hash;
+    } finally {
+      await database.close();
+    }
     expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toStrictEqual({
       code: 0,
-      stdout: 'audit chain intact: 1 row(s) verified\n', // user.created
+      stdout: `audit chain intact: 1 row(s) verified\nhead hash: ${head}\n`, // user.created
       stderr: '',
     });
   });

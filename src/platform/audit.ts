@@ -97,6 +97,12 @@ function canonicalUuid(id: string | null): string | null {
 export interface AuditVerification {
   readonly ok: boolean;
   readonly rowsChecked: number;
+  /**
+   * The hash of the last verified row. The chain alone cannot reveal that its newest rows
+   * were cut off, so record this value outside the database (a ticket, a log store) and
+   * compare it on the next run: the recorded hash must still appear in the chain.
+   */
+  readonly headHash: string;
   /** The first row whose stored values do not match the chain, and why. */
   readonly firstBroken?: { readonly id: string; readonly reason: string };
 }
@@ -114,15 +120,21 @@ export async function verifyAuditChain<DB extends PlatformTables>(executor: Kyse
       .orderBy('id')
       .limit(batchSize)
       .execute();
-    if (rows.length === 0) return { ok: true, rowsChecked: checked };
+    if (rows.length === 0) return { ok: true, rowsChecked: checked, headHash: prevHash };
     for (const r of rows) {
       const broken = (reason: string): AuditVerification => ({
         ok: false,
         rowsChecked: checked,
+        headHash: prevHash,
         firstBroken: { id: String(r.id), reason },
       });
       if (r.id !== expectedId) {
-        return { ok: false, rowsChecked: checked, firstBroken: { id: String(expectedId), reason: `row ${expectedId} is missing` } };
+        return {
+          ok: false,
+          rowsChecked: checked,
+          headHash: prevHash,
+          firstBroken: { id: String(expectedId), reason: `row ${expectedId} is missing` },
+        };
       }
       if (r.prev_hash !== prevHash) return broken('prev_hash does not match the previous row');
       if (auditRowHash(prevHash, r) !== r.hash) return broken('hash does not match the row contents');

@@ -143,6 +143,23 @@ export async function createHttpServer(options: HttpOptions): Promise<App> {
     void reply.header('x-request-id', request.id).header('x-correlation-id', request.correlationId);
   });
 
+  // One access-log line per request: the route template, never the raw URL (query strings
+  // and path ids may carry personal data). Probes and scrapes log at debug.
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    const quiet = route.startsWith('/health') || route === '/metrics';
+    request.log[quiet ? 'debug' : 'info'](
+      {
+        method: request.method,
+        route,
+        status: reply.statusCode,
+        duration_ms: Math.round(reply.elapsedTime * 100) / 100,
+        user_id: request.principal?.userId,
+      },
+      'request completed',
+    );
+  });
+
   await app.register(helmet, {
     global: true,
     contentSecurityPolicy: {

@@ -14,6 +14,13 @@ import { openDatabase } from '../../src/platform/database.js';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, bearer, createTestApp, type TestApp } from '../support/app.js';
 import { createTestDatabase, dbTarget, isPostgres, silentLogger, testDbOptions, type TestDatabase } from '../support/db.js';
 
+/** The stored hash of row `id` (the genesis hash for 0): what verifyAuditChain reports as the head. */
+async function hashAt(db: Kysely<AppDatabase>, id: number | bigint): Promise<string> {
+  if (BigInt(id) === 0n) return GENESIS_HASH;
+  const row = await db.selectFrom('audit_log').select('hash').where('id', '=', BigInt(id)).executeTakeFirstOrThrow();
+  return row.hash;
+}
+
 type Db = Kysely<AppDatabase>;
 
 class Rollback extends Error {}
@@ -171,7 +178,7 @@ describe(`audit log (${dbTarget})`, () => {
       expect(action.code).toBe('42501');
 
       expect(await db.selectFrom('audit_log').selectAll().orderBy('id').execute()).toEqual(snapshot);
-      expect(await verifyAuditChain(db)).toEqual({ ok: true, rowsChecked: snapshot.length });
+      expect(await verifyAuditChain(db)).toEqual({ ok: true, rowsChecked: snapshot.length, headHash: await hashAt(db, snapshot.length) });
     });
   });
 
@@ -205,9 +212,9 @@ describe(`audit log (${dbTarget})`, () => {
     it('verifyAuditChain returns ok on the intact chain, in one batch or many', async () => {
       const n = Number(await maxId(db));
       expect(n).toBeGreaterThan(5);
-      expect(await verifyAuditChain(db)).toEqual({ ok: true, rowsChecked: n });
-      expect(await verifyAuditChain(db, 2)).toEqual({ ok: true, rowsChecked: n });
-      expect(await verifyAuditChain(db, 1)).toEqual({ ok: true, rowsChecked: n });
+      expect(await verifyAuditChain(db)).toEqual({ ok: true, rowsChecked: n, headHash: await hashAt(db, n) });
+      expect(await verifyAuditChain(db, 2)).toEqual({ ok: true, rowsChecked: n, headHash: await hashAt(db, n) });
+      expect(await verifyAuditChain(db, 1)).toEqual({ ok: true, rowsChecked: n, headHash: await hashAt(db, n) });
     });
 
     it('appendAudit returns the next id and keeps the chain valid for awkward details (bigint, Date, nesting, key order)', async () => {
@@ -239,7 +246,7 @@ describe(`audit log (${dbTarget})`, () => {
         when: '2030-02-03T04:05:06.789Z',
         nested: { b: [1, 'two', null, { d: true, c: 2.5 }], a: 'é ü 漢字 "quoted" \\ back' },
       });
-      expect(await verifyAuditChain(db)).toEqual({ ok: true, rowsChecked: Number(id) });
+      expect(await verifyAuditChain(db)).toEqual({ ok: true, rowsChecked: Number(id), headHash: await hashAt(db, Number(id)) });
     });
 
     it('an append inside a transaction that rolls back leaves no row and no gap', async () => {
@@ -252,7 +259,7 @@ describe(`audit log (${dbTarget})`, () => {
       ).rejects.toBeInstanceOf(Rollback);
       expect(await maxId(db)).toBe(last);
       expect(await appendAudit(db, { action: 'test.after_rollback' }, new Date())).toBe(last + 1n);
-      expect(await verifyAuditChain(db)).toEqual({ ok: true, rowsChecked: Number(last + 1n) });
+      expect(await verifyAuditChain(db)).toEqual({ ok: true, rowsChecked: Number(last + 1n), headHash: await hashAt(db, Number(last + 1n)) });
     });
   });
 
@@ -271,6 +278,7 @@ describe(`audit log (${dbTarget})`, () => {
       expect(result).toEqual({
         ok: false,
         rowsChecked: Number(middle) - 1,
+        headHash: await hashAt(db, Number(middle) - 1),
         firstBroken: { id: String(middle), reason: 'hash does not match the row contents' },
       });
       expect((await verifyAuditChain(db)).ok).toBe(true);
@@ -285,25 +293,29 @@ describe(`audit log (${dbTarget})`, () => {
       expect(result).toEqual({
         ok: false,
         rowsChecked: Number(middle) - 1,
+        headHash: await hashAt(db, Number(middle) - 1),
         firstBroken: { id: String(middle), reason: `row ${middle} is missing` },
       });
       expect((await verifyAuditChain(db)).ok).toBe(true);
     });
 
     it('an edit whose own hash was recomputed is found at the next row', async () => {
+      let forgedHash = '';
       const result = await inTamperedCopy(
         db,
         async (trx) => {
           const row = await trx.selectFrom('audit_log').selectAll().where('id', '=', middle).executeTakeFirstOrThrow();
           const forged = { ...row, action: 'nothing.to.see' };
-          const hash = auditRowHash(row.prev_hash, forged);
-          await sql`update audit_log set action = ${forged.action}, hash = ${hash} where id = ${middle}`.execute(trx);
+          forgedHash = auditRowHash(row.prev_hash, forged);
+          await sql`update audit_log set action = ${forged.action}, hash = ${forgedHash} where id = ${middle}`.execute(trx);
         },
         (trx) => verifyAuditChain(trx),
       );
+      // The forged row itself verifies (its hash was recomputed), so it is the head reached.
       expect(result).toEqual({
         ok: false,
         rowsChecked: Number(middle),
+        headHash: forgedHash,
         firstBroken: { id: String(middle + 1n), reason: 'prev_hash does not match the previous row' },
       });
     });
@@ -322,6 +334,7 @@ describe(`audit log (${dbTarget})`, () => {
         expect(result, `batch ${batch}`).toEqual({
           ok: false,
           rowsChecked: Number(middle) - 1,
+          headHash: await hashAt(db, Number(middle) - 1),
           firstBroken: { id: String(middle), reason: 'hash does not match the row contents' },
         });
       }
@@ -333,7 +346,12 @@ describe(`audit log (${dbTarget})`, () => {
         async (trx) => void (await sql`update audit_log set actor_id = ${adminId} where id = 1`.execute(trx)),
         (trx) => verifyAuditChain(trx),
       );
-      expect(result).toEqual({ ok: false, rowsChecked: 0, firstBroken: { id: '1', reason: 'hash does not match the row contents' } });
+      expect(result).toEqual({
+        ok: false,
+        rowsChecked: 0,
+        headHash: GENESIS_HASH,
+        firstBroken: { id: '1', reason: 'hash does not match the row contents' },
+      });
       expect((await verifyAuditChain(db)).ok).toBe(true);
     });
   });
@@ -385,6 +403,6 @@ describe.runIf(isPostgres)('audit appends under real concurrency (postgres)', ()
     expect(subjects.map((s) => Number(s.subject_id)).sort((a, b) => a - b)).toEqual(
       Array.from({ length: n }, (_, i) => i).filter((i) => i % 6 !== 5),
     );
-    expect(await verifyAuditChain(tdb.database.db)).toEqual({ ok: true, rowsChecked: 70 });
+    expect(await verifyAuditChain(tdb.database.db)).toEqual({ ok: true, rowsChecked: 70, headHash: await hashAt(tdb.database.db, 70) });
   });
 });

@@ -654,7 +654,10 @@ describe('HTTP platform: failures inside handlers', () => {
   it('logs the real error once, server side, with the request id', async () => {
     await app.inject({ method: 'GET', url: '/boom', headers: { 'x-request-id': 'log-me', 'x-correlation-id': 'corr-me' } });
     const lines = logs.lines().filter((l) => l.request_id === 'log-me');
-    expect(lines).toHaveLength(1);
+    // The error line, then the access-log line with the route and status (no error text).
+    expect(lines.map((l) => l.message)).toEqual(['unhandled error', 'request completed']);
+    expect(lines[1]).toMatchObject({ level: 'info', method: 'GET', route: '/boom', status: 500, correlation_id: 'corr-me' });
+    expect(JSON.stringify(lines[1])).not.toContain(SQL_MESSAGE);
     const [line] = lines as [Record<string, unknown>];
     expect(line.level).toBe('error');
     expect(line.message).toBe('unhandled error');
