@@ -205,8 +205,18 @@ describe(`graceful shutdown of serve (${dbTarget})`, { timeout: 120_000 }, () =>
 
       expect(await served.exited).toStrictEqual({ code: 0, signal: null });
       const lines = served.output().split('\n');
-      const messages = lines.filter((l) => l.startsWith('{')).map((l) => (JSON.parse(l) as { message: string }).message);
-      expect(messages.slice(-2)).toStrictEqual(['shutting down: draining in-flight requests', 'stopped']);
+      const entries = lines
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as { message: string; route?: string; status?: number });
+      const drainStart = entries.findIndex((e) => e.message === 'shutting down: draining in-flight requests');
+      expect(drainStart).toBeGreaterThanOrEqual(0);
+      const afterSignal = entries.slice(drainStart + 1);
+      // Last comes 'stopped'; in between, the in-flight sign-in is logged as completed with 200.
+      expect(afterSignal.at(-1)?.message).toBe('stopped');
+      expect(afterSignal.filter((e) => e.message === 'request completed' && e.status === 200)).toMatchObject([
+        { route: '/v1/auth/token', status: 200 },
+      ]);
+      expect(afterSignal.every((e) => e.message === 'request completed' || e.message === 'stopped')).toBe(true);
       expect(served.output()).toContain('"signal":"SIGTERM"');
       expect(await probe(served.port)).toStrictEqual({ error: 'ECONNREFUSED' });
     });
