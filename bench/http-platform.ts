@@ -7,8 +7,10 @@
  *               role check, field decryption of the email)
  * and prints requests/s, p50/p99 latency and the ratio to the reference.
  *
- *   npx tsx bench/http-platform.ts                       # embedded PGlite
- *   DATABASE_URL=postgres://127.0.0.1:5432/test npx tsx bench/http-platform.ts
+ *   npx tsx bench/http-platform.ts [seconds]                                    # embedded PGlite
+ *   BENCH_POSTGRES_URL=postgres://127.0.0.1:5432/test npx tsx bench/http-platform.ts  # PostgreSQL
+ * With BENCH_POSTGRES_URL the bench creates a scratch database beside the one named
+ * and drops it afterwards; the named database is only used to issue CREATE/DROP.
  */
 import autocannon from 'autocannon';
 import Fastify from 'fastify';
@@ -18,6 +20,7 @@ import { openDatabase } from '../src/platform/database.js';
 import { createLogger } from '../src/platform/logger.js';
 import { migrateUp } from '../src/platform/migrate.js';
 import type { Kysely } from 'kysely';
+import pg from 'pg';
 
 const DURATION_S = Number(process.argv[2] ?? 5);
 const CONNECTIONS = 16;
@@ -36,7 +39,28 @@ async function measure(url: string, headers: Record<string, string> = {}): Promi
   return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx };
 }
 
+async function scratchDatabase(adminUrl: string): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `lb_bench_${Date.now().toString(36)}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`create database ${name}`);
+  await admin.end();
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const c = new pg.Client({ connectionString: adminUrl });
+      await c.connect();
+      await c.query(`drop database if exists ${name} with (force)`);
+      await c.end();
+    },
+  };
+}
+
 async function main(): Promise<void> {
+  const adminUrl = process.env.BENCH_POSTGRES_URL;
+  const scratch = adminUrl ? await scratchDatabase(adminUrl) : undefined;
   const ref = Fastify();
   ref.get('/ping', async () => ({ status: 'ok' }));
   await ref.listen({ port: 0, host: '127.0.0.1' });
@@ -48,7 +72,7 @@ async function main(): Promise<void> {
     ENCRYPTION_KEY: Buffer.from('0123456789abcdef0123456789ABCDEF').toString('base64'),
     DATA_DIR: '/nonexistent-bench-dir',
     RATE_LIMIT_REQUESTS: '1000000',
-    ...(process.env.DATABASE_URL ? { DATABASE_URL: process.env.DATABASE_URL } : {}),
+    ...(scratch ? { DATABASE_URL: scratch.url } : {}),
   });
   const logger = createLogger({ level: 'silent' });
   const database = await openDatabase<AppDatabase>(
@@ -81,6 +105,7 @@ async function main(): Promise<void> {
   await built.app.close();
   await database.close();
   await ref.close();
+  await scratch?.drop();
 }
 
 await main();

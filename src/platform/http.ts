@@ -123,6 +123,12 @@ export async function createHttpServer(options: HttpOptions): Promise<App> {
       void sendProblem(request, reply, err);
     },
     clientErrorHandler: (error, socket) => writeClientError(error, socket, options.logger),
+    // One child logger per request carrying both ids (a second child per request is measurable).
+    childLoggerFactory: (logger, bindings, childOptions, rawRequest) =>
+      logger.child(
+        { ...bindings, correlation_id: correlationIdOf(rawRequest, String(bindings.request_id ?? '')) },
+        childOptions,
+      ),
   }).withTypeProvider<ZodTypeProvider>() as unknown as App;
   app.server.headersTimeout = options.headersTimeoutMs;
 
@@ -137,9 +143,7 @@ export async function createHttpServer(options: HttpOptions): Promise<App> {
 
   // Request and correlation ids, echoed on every response (errors included).
   app.addHook('onRequest', async (request, reply) => {
-    const incoming = request.headers['x-correlation-id'];
-    request.correlationId = typeof incoming === 'string' && REQUEST_ID_PATTERN.test(incoming) ? incoming : request.id;
-    request.log = request.log.child({ correlation_id: request.correlationId });
+    request.correlationId = correlationIdOf(request.raw, request.id);
     void reply.header('x-request-id', request.id).header('x-correlation-id', request.correlationId);
   });
 
@@ -272,6 +276,12 @@ function installJsonParser(app: App, maxDepth: number): void {
     }
     void parse(request, text, done);
   });
+}
+
+/** X-Correlation-Id when it is a sane token, else the request id. */
+function correlationIdOf(raw: IncomingMessage, requestId: string): string {
+  const incoming = raw.headers['x-correlation-id'];
+  return typeof incoming === 'string' && REQUEST_ID_PATTERN.test(incoming) ? incoming : requestId;
 }
 
 /** Maximum bracket depth outside strings; O(n), no recursion. */
