@@ -211,8 +211,10 @@ describe(`graceful shutdown of serve (${dbTarget})`, { timeout: 120_000 }, () =>
       const drainStart = entries.findIndex((e) => e.message === 'shutting down: draining in-flight requests');
       expect(drainStart).toBeGreaterThanOrEqual(0);
       const afterSignal = entries.slice(drainStart + 1);
-      // Last comes 'stopped'; in between, the in-flight sign-in is logged as completed with 200.
-      expect(afterSignal.at(-1)?.message).toBe('stopped');
+      // After the signal: only access-log lines and one 'stopped'. (The drained request's
+      // access line may land just before or just after 'stopped': onResponse runs once the
+      // socket has flushed, which can be after close() resolves, e.g. on Node 24.)
+      expect(afterSignal.filter((e) => e.message === 'stopped')).toHaveLength(1);
       expect(afterSignal.filter((e) => e.message === 'request completed' && e.status === 200)).toMatchObject([
         { route: '/v1/auth/token', status: 200 },
       ]);
