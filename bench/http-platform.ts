@@ -34,8 +34,9 @@ interface Figures {
 
 async function measure(url: string, headers: Record<string, string> = {}): Promise<Figures> {
   // Warm-up, then the measured run.
-  await autocannon({ url, headers, connections: CONNECTIONS, duration: 1 });
-  const r = await autocannon({ url, headers, connections: CONNECTIONS, duration: DURATION_S });
+  // The load generator runs in a worker thread, so it does not share the server's event loop.
+  await autocannon({ url, headers, connections: CONNECTIONS, duration: 1, workers: 1 });
+  const r = await autocannon({ url, headers, connections: CONNECTIONS, duration: DURATION_S, workers: 1 });
   return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx };
 }
 
