@@ -25,13 +25,10 @@ export class SqlFileMigrationProvider implements MigrationProvider {
       const text = readFileSync(join(this.dir, file), 'utf8');
       // Forward only: no `down`. The whole file runs as one simple-protocol query,
       // inside the Migrator's transaction (all pending files share one transaction, so
-      // a failure applies none of them). The service's statement_timeout guards
-      // requests; an index build on a large table may rightly take longer.
+      // a failure applies none of them), on a session without statement_timeout (see
+      // migrateUp): an index build on a large table may rightly take longer.
       migrations[file.replace(/\.sql$/, '')] = {
-        up: async (db) => {
-          await sql`set local statement_timeout = 0`.execute(db);
-          await sql.raw(text).execute(db);
-        },
+        up: async (db) => void (await sql.raw(text).execute(db)),
       };
     }
     return migrations;
@@ -67,7 +64,17 @@ export class MigrationError extends Error {
 
 /** Applies every pending migration; returns the names applied. */
 export async function migrateUp(db: Kysely<unknown>, options: MigrateOptions = {}): Promise<string[]> {
-  const result: MigrationResultSet = await migrator(db, options).migrateToLatest();
+  // One connection for the whole run with no statement timeout: Kysely takes its
+  // migration lock (pg_advisory_xact_lock) before the first file runs, and a second
+  // process waiting on that lock must not be cut off by the service's statement_timeout.
+  const result: MigrationResultSet = await db.connection().execute(async (conn) => {
+    await sql`set statement_timeout = 0`.execute(conn);
+    try {
+      return await migrator(conn, options).migrateToLatest();
+    } finally {
+      await sql`reset statement_timeout`.execute(conn);
+    }
+  });
   if (result.error) {
     const failed = result.results?.find((r) => r.status === 'Error');
     const reason = result.error instanceof Error ? result.error.message : JSON.stringify(result.error);

@@ -7,6 +7,7 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sql, type Kysely } from 'kysely';
+import pg from 'pg';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, onTestFinished } from 'vitest';
 import { openDatabase, type Database } from '../../src/platform/database.js';
 import {
@@ -229,6 +230,29 @@ describe.runIf(isPostgres)('migrations on PostgreSQL only', () => {
     expect(await migrateUp(db, { dir })).toStrictEqual(['0001_slow']);
     expect(await tableExists(db, 'm_slow')).toBe(true);
     // The exemption was local to the migration's transaction.
+    const { rows } = await sql<{ v: string }>`select current_setting('statement_timeout') as v`.execute(db);
+    expect(rows).toStrictEqual([{ v: '200ms' }]);
+  });
+
+  it('waiting for another process’s migration lock is not cut off by the statement timeout', async () => {
+    const db = await open(200);
+    // Another process holds Kysely's migration lock (the id its PostgreSQL adapter uses).
+    const holder = new pg.Client({ connectionString: empty.url! });
+    await holder.connect();
+    onTestFinished(() => holder.end());
+    await holder.query(`select pg_advisory_lock(3853314791062309107)`);
+    const run = migrateUp(db);
+    // Release only once the migrator is observably waiting on the lock.
+    for (;;) {
+      const { rows } = await holder.query<{ n: string }>(
+        `select count(*)::text as n from pg_locks where locktype = 'advisory' and not granted`,
+      );
+      if (rows[0]?.n !== '0') break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await new Promise((r) => setTimeout(r, 400)); // longer than the 200 ms statement timeout
+    await holder.query(`select pg_advisory_unlock(3853314791062309107)`);
+    expect(await run).toStrictEqual(SHIPPED);
     const { rows } = await sql<{ v: string }>`select current_setting('statement_timeout') as v`.execute(db);
     expect(rows).toStrictEqual([{ v: '200ms' }]);
   });
