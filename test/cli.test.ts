@@ -6,7 +6,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +17,8 @@ import type { AppDatabase } from '../src/app.js';
 import { migrationsDir } from '../src/platform/paths.js';
 import { bearer, createTestApp, TEST_ENCRYPTION_KEY, TEST_SECRET_KEY } from './support/app.js';
 import { createEmptyDatabase, dbTarget, isPostgres, silentLogger, testDbOptions, type TestDatabase } from './support/db.js';
+import { createServer } from 'node:net';
+import { freePort } from './support/net.js';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const SHIPPED = readdirSync(migrationsDir)
@@ -125,13 +126,6 @@ async function cli(args: readonly string[], env: Record<string, string>): Promis
   return { ...exit, stdout: p.stdout, stderr: p.stderr };
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 async function signIn(base: string, email: string, password: string): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(`${base}/v1/auth/token`, {

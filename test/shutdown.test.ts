@@ -12,13 +12,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Agent, request, type ClientRequest, type IncomingMessage } from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEmptyDatabase, dbTarget, isPostgres } from './support/db.js';
 import { TEST_ENCRYPTION_KEY, TEST_SECRET_KEY } from './support/app.js';
+import { freePort } from './support/net.js';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const ADMIN = { email: 'ops@example.test', password: 'shutdown-test-password-0001' };
@@ -30,13 +30,6 @@ afterAll(async () => {
   for (const c of cleanups.reverse()) await c();
 });
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 interface Served {
   readonly child: ChildProcess;

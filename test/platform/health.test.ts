@@ -5,8 +5,6 @@
  * pool on both targets, and on PostgreSQL a connection cut by a relay that dies and
  * comes back.
  */
-import { createServer, connect, type Server, type Socket } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type AppDatabase, type BuiltApp } from '../../src/app.js';
 import { openDatabase, type Database } from '../../src/platform/database.js';
@@ -24,6 +22,7 @@ import {
   testDbOptions,
   type TestDatabase,
 } from '../support/db.js';
+import { startRelay, type Relay } from '../support/net.js';
 
 interface Component {
   status: 'ok' | 'fail';
@@ -196,41 +195,10 @@ describe(`health with extra checks (${dbTarget})`, () => {
   });
 });
 
-/** A TCP relay to the real PostgreSQL that the test can kill and revive. */
-async function startRelay(host: string, targetPort: number) {
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((client) => {
-    const upstream = connect(targetPort, host);
-    sockets.add(client).add(upstream);
-    client.pipe(upstream).pipe(client);
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on('close', end).on('error', end);
-    upstream.on('close', end).on('error', end);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as AddressInfo).port;
-  return {
-    port,
-    async kill() {
-      const closed = new Promise<void>((r) => server.close(() => r()));
-      for (const s of sockets) s.destroy();
-      sockets.clear();
-      await closed;
-    },
-    async revive() {
-      await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
-    },
-  };
-}
 
 describe.runIf(isPostgres)('health when PostgreSQL goes away and comes back (postgres)', () => {
   let db: TestDatabase;
-  let relay: Awaited<ReturnType<typeof startRelay>>;
+  let relay: Relay;
   let viaRelay: Database<AppDatabase>;
   let built: BuiltApp;
 

@@ -6,8 +6,6 @@
  * or dies mid-run and comes back.
  */
 import { randomUUID } from 'node:crypto';
-import { createServer, connect, type Server, type Socket } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
 import type { LightMyRequestResponse } from 'fastify';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -15,6 +13,8 @@ import { buildApp, type BuiltApp } from '../../src/app.js';
 import { createRedis } from '../../src/platform/redis.js';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, bearer, testConfig } from '../support/app.js';
 import { createTestDatabase, dbTarget, hasRedis, redisTestUrl, silentLogger, type TestDatabase } from '../support/db.js';
+import { createServer, type AddressInfo } from 'node:net';
+import { startRelay } from '../support/net.js';
 
 const LIMIT_ENV = { RATE_LIMIT_REQUESTS: '3', RATE_LIMIT_WINDOW: '60' };
 const ctx = { actorId: null, ip: null, requestId: 'test' };
@@ -202,58 +202,6 @@ describe(`rate limiting behind a trusted proxy (${dbTarget})`, () => {
   });
 });
 
-/** A TCP relay in front of the real Redis that a test can kill, revive and stall. */
-interface RedisRelay {
-  readonly port: number;
-  kill(): Promise<void>;
-  revive(): Promise<void>;
-  /** While stalled, bytes are held (not lost) in both directions. */
-  stall(on: boolean): void;
-}
-
-async function startRelay(target: URL): Promise<RedisRelay> {
-  const sockets = new Set<Socket>();
-  let stalled = false;
-  const held: { to: Socket; data: Buffer }[] = [];
-  const forward = (to: Socket, data: Buffer) => {
-    if (stalled) held.push({ to, data });
-    else to.write(data);
-  };
-  const server: Server = createServer((client) => {
-    const upstream = connect(Number(target.port || 6379), target.hostname);
-    sockets.add(client);
-    sockets.add(upstream);
-    client.on('data', (d: Buffer) => forward(upstream, d));
-    upstream.on('data', (d: Buffer) => forward(client, d));
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on('close', end).on('error', end);
-    upstream.on('close', end).on('error', end);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as AddressInfo).port;
-  return {
-    port,
-    async kill() {
-      const closed = new Promise<void>((r) => server.close(() => r()));
-      for (const s of sockets) s.destroy();
-      sockets.clear();
-      await closed;
-    },
-    async revive() {
-      await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
-    },
-    stall(on) {
-      stalled = on;
-      if (!on) for (const h of held.splice(0)) if (!h.to.destroyed) h.to.write(h.data);
-    },
-  };
-}
-
 async function until(what: string, cond: () => boolean | Promise<boolean>): Promise<void> {
   for (let i = 0; i < 400; i++) {
     if (await cond()) return;
@@ -398,7 +346,7 @@ describe.runIf(hasRedis)(`rate limiting on the real Redis (${dbTarget})`, () => 
   });
 
   it('Redis dies mid-run and comes back: in-process counting while it is away, shared counting again after', async () => {
-    const relay = await startRelay(new URL(redisTestUrl));
+    const relay = await startRelay(new URL(redisTestUrl).hostname, Number(new URL(redisTestUrl).port || 6379));
     const p = prefix();
     const redis = redisClient(`redis://127.0.0.1:${relay.port}`);
     const one = await app({ redis, prefix: p });
@@ -435,7 +383,7 @@ describe.runIf(hasRedis)(`rate limiting on the real Redis (${dbTarget})`, () => 
   });
 
   it('a Redis that stops answering costs a command timeout, then falls back (no 5xx)', async () => {
-    const relay = await startRelay(new URL(redisTestUrl));
+    const relay = await startRelay(new URL(redisTestUrl).hostname, Number(new URL(redisTestUrl).port || 6379));
     const redis = redisClient(`redis://127.0.0.1:${relay.port}`);
     const one = await app({ redis, prefix: prefix() });
     await connected(redis);
