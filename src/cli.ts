@@ -11,7 +11,7 @@ import { verifyAuditChain } from './platform/audit.js';
 import { ConfigError, fingerprint, loadConfig, type Config } from './platform/config.js';
 import { databaseTarget, describeTarget, openDatabase, type Database } from './platform/database.js';
 import { AppError, coerceError, isAppError } from './platform/errors.js';
-import { BASELINE_SECURITY_HEADERS } from './platform/http.js';
+import { BASELINE_SECURITY_HEADERS } from './platform/http-errors.js';
 import { purgeExpiredIdempotencyKeys } from './platform/idempotency.js';
 import { createLogger, type Logger } from './platform/logger.js';
 import { migrateUp, migrationStatus, pendingMigrations } from './platform/migrate.js';

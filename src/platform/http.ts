@@ -5,30 +5,22 @@
  * nothing here knows a domain.
  */
 import { randomUUID } from 'node:crypto';
-import { STATUS_CODES } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
 import compress from '@fastify/compress';
 import cors from '@fastify/cors';
 import helmet from '@fastify/helmet';
-import swagger from '@fastify/swagger';
-import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { LogController } from 'fastify';
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
+import type { FastifyInstance, RouteOptions } from 'fastify';
 import FindMyWay from 'find-my-way';
 import type { HTTPMethod } from 'find-my-way';
-import {
-  hasZodFastifySchemaValidationErrors,
-  isResponseSerializationError,
-  jsonSchemaTransform,
-  jsonSchemaTransformObject,
-  serializerCompiler,
-  validatorCompiler,
-  type ZodTypeProvider,
-} from 'fastify-type-provider-zod';
-import { z } from 'zod';
-import { AppError, allProblems, coerceError, isAppError, pointerFromPath, problemDefinition, type FieldError } from './errors.js';
+import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import { AppError, coerceError } from './errors.js';
+import { BASELINE_SECURITY_HEADERS, installErrorHandling, sendProblem, writeClientError } from './http-errors.js';
 import type { Logger } from './logger.js';
+import { installOpenApi } from './openapi.js';
+
+export { BASELINE_SECURITY_HEADERS, sendProblem } from './http-errors.js';
+export { registerDocsRoutes } from './openapi.js';
 
 /** Who is calling: set by the authentication hook from a verified token. */
 export interface Principal {
@@ -77,20 +69,6 @@ export interface HttpOptions {
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 const UNAUTHENTICATED_DETAIL = 'The access token is missing, malformed, expired or revoked.';
 const HTTP_METHODS: readonly HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
-
-/**
- * The headers every response carries. Helmet and the hooks below set them on every
- * routed response (errors included); this copy serves the few responses that never
- * reach a hook: URLs that cannot be decoded, and requests that are not valid HTTP.
- */
-export const BASELINE_SECURITY_HEADERS: Readonly<Record<string, string>> = {
-  'content-security-policy': "default-src 'none';frame-ancestors 'none';base-uri 'none';form-action 'none'",
-  'x-frame-options': 'DENY',
-  'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer',
-  'cross-origin-resource-policy': 'same-origin',
-  'cache-control': 'no-store',
-};
 
 export async function createHttpServer(options: HttpOptions): Promise<App> {
   const app = Fastify({
@@ -239,27 +217,6 @@ export async function installCompression(app: App): Promise<void> {
   await app.register(compress, { global: true, threshold: 1024, encodings: ['br', 'gzip', 'deflate'] });
 }
 
-/** /docs (Swagger UI), /openapi.json and /problems/{code}. Register after every other route. */
-export async function registerDocsRoutes(app: App): Promise<void> {
-  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true, uiConfig: { deepLinking: true } });
-  app.get('/openapi.json', { config: { auth: 'public' }, schema: { hide: true } }, async () => app.swagger());
-  app.get(
-    '/problems/:code',
-    {
-      config: { auth: 'public' },
-      schema: {
-        hide: true,
-        params: z.strictObject({ code: z.string().max(64) }),
-      },
-    },
-    async (request) => {
-      const def = problemDefinition(request.params.code);
-      if (!def) throw new AppError('not_found');
-      return { type: `/problems/${request.params.code}`, code: request.params.code, ...def };
-    },
-  );
-}
-
 /**
  * JSON bodies: Fastify's own parser (prototype-poisoning protection on), after a
  * linear scan that refuses nesting deeper than `maxDepth` without recursing.
@@ -342,137 +299,6 @@ function installRouteRegistry(app: App): void {
 }
 
 /**
- * Requests that are not valid HTTP (or time out, or overflow the header limit) never
- * become a request object; the answer is written to the socket directly, still as a
- * problem with the baseline headers.
- */
-function writeClientError(error: Error & { code?: string }, socket: Socket, logger: Logger): void {
-  if (error.code === 'ECONNRESET' || socket.destroyed) return;
-  const code =
-    error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-      ? 'request_timeout'
-      : error.code === 'HPE_HEADER_OVERFLOW'
-        ? 'request_header_fields_too_large'
-        : 'bad_request';
-  const requestId = randomUUID();
-  const problem = new AppError(code);
-  const body = JSON.stringify(problem.toProblem(undefined, requestId));
-  const head = [
-    `HTTP/1.1 ${problem.status} ${STATUS_CODES[problem.status] ?? ''}`,
-    'content-type: application/problem+json',
-    `content-length: ${Buffer.byteLength(body)}`,
-    'connection: close',
-    `x-request-id: ${requestId}`,
-    ...Object.entries(BASELINE_SECURITY_HEADERS).map(([k, v]) => `${k}: ${v}`),
-  ];
-  logger.debug({ err: { message: error.message, code: error.code }, request_id: requestId }, 'client error');
-  // A response already under way on this socket cannot be followed by another.
-  const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
-  if (!socket.writable || inFlight?.headersSent === true) {
-    socket.destroy();
-    return;
-  }
-  socket.end(`${head.join('\r\n')}\r\n\r\n${body}`, () => socket.destroy());
-}
-
-function installErrorHandling(app: App): void {
-  app.setErrorHandler(async (error: FastifyError, request, reply) => {
-    let problem: AppError;
-    try {
-      problem = toAppError(error, request);
-    } catch (mappingError) {
-      // Fastify's fallback handler would send this error's message (and with it the
-      // thrown value) to the client.
-      request.log.error({ err: coerceError(mappingError), thrown: coerceError(error) }, 'error while mapping an error');
-      problem = new AppError('internal_error');
-    }
-    return sendProblem(request, reply, problem);
-  });
-}
-
-/** Renders an AppError as application/problem+json. */
-export function sendProblem(request: FastifyRequest, reply: FastifyReply, err: AppError): FastifyReply {
-  for (const [k, v] of Object.entries(err.headers)) void reply.header(k, v);
-  return reply
-    .code(err.status)
-    .type('application/problem+json')
-    .serializer((p: unknown) => JSON.stringify(p))
-    .send(err.toProblem(request.url.split('?')[0], request.id));
-}
-
-/** Maps anything a handler or Fastify can throw to a catalogued problem. */
-function toAppError(error: unknown, request: FastifyRequest): AppError {
-  if (isAppError(error)) return error;
-  if (typeof error !== 'object' || error === null) {
-    // `throw "text"` or `throw null`: the type guards below need an object.
-    request.log.error({ err: coerceError(error) }, 'unhandled error');
-    return new AppError('internal_error');
-  }
-  if (hasZodFastifySchemaValidationErrors(error)) {
-    const location = validationLocation(error.validationContext);
-    const issues = error.validation as readonly { keyword: string; instancePath: string; message?: string; params?: unknown }[];
-    const errors: FieldError[] = issues.flatMap((v) => {
-      const path = v.instancePath.split('/').filter(Boolean);
-      const keys = v.keyword === 'unrecognized_keys' ? ((v.params as { keys?: string[] }).keys ?? []) : [];
-      if (keys.length > 0) {
-        return keys.map((k) => ({ pointer: pointerFromPath([...path, k]), location, detail: 'unknown field' }));
-      }
-      return [{ pointer: pointerFromPath(path), location, detail: v.message ?? 'invalid' }];
-    });
-    return new AppError('validation_failed', {
-      detail: `${errors.length} problem${errors.length === 1 ? '' : 's'} in the request ${location}.`,
-      errors,
-    });
-  }
-  if (isResponseSerializationError(error)) {
-    request.log.error({ err: coerceError(error), issues: error.cause.issues }, 'response did not match its schema');
-    return new AppError('internal_error');
-  }
-  const fe = error as Partial<FastifyError> & { statusCode?: number };
-  switch (fe.code) {
-    case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return new AppError('payload_too_large');
-    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
-      return fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
-        ? new AppError('unsupported_media_type')
-        : new AppError('malformed_json', { detail: 'Content-Length does not match the body.' });
-    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return new AppError('malformed_json', { detail: 'The body is empty; send a JSON object.' });
-    case 'FST_ERR_CTP_INVALID_JSON_BODY':
-      return new AppError('malformed_json');
-    default:
-      break;
-  }
-  if (error instanceof SyntaxError && fe.statusCode === 400) {
-    return new AppError('malformed_json', { detail: 'The body is not valid JSON.' });
-  }
-  if (fe.statusCode === 408) return new AppError('request_timeout');
-  if (fe.statusCode === 413) return new AppError('payload_too_large');
-  if (fe.statusCode === 415) return new AppError('unsupported_media_type');
-  if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
-    // A client error from a Fastify plugin we did not catalogue: keep the status, not the text.
-    request.log.warn({ err: coerceError(error) }, 'uncatalogued client error');
-    return fe.statusCode === 404 ? new AppError('not_found') : new AppError('validation_failed', { detail: 'The request is invalid.' });
-  }
-  request.log.error({ err: coerceError(error) }, 'unhandled error');
-  return new AppError('internal_error');
-}
-
-function validationLocation(context: string | undefined): FieldError['location'] {
-  switch (context) {
-    case 'querystring':
-      return 'query';
-    case 'params':
-      return 'path';
-    case 'headers':
-      return 'header';
-    default:
-      return 'body';
-  }
-}
-
-/**
  * Resolves the bearer token (if any) to a principal before the body is read, then
  * enforces the route's declared roles. Every invalid token gets the same 401.
  */
@@ -507,66 +333,3 @@ export function unauthenticated(): AppError {
   });
 }
 
-async function installOpenApi(app: App, info: HttpOptions['openapi']): Promise<void> {
-  const problemSchema = {
-    type: 'object',
-    required: ['type', 'title', 'status', 'detail', 'code'],
-    properties: {
-      type: { type: 'string' },
-      title: { type: 'string' },
-      status: { type: 'integer' },
-      detail: { type: 'string' },
-      code: { type: 'string', enum: [...allProblems().keys()] },
-      instance: { type: 'string' },
-      request_id: { type: 'string' },
-      errors: {
-        type: 'array',
-        items: {
-          type: 'object',
-          required: ['pointer', 'location', 'detail'],
-          properties: {
-            pointer: { type: 'string', description: 'JSON pointer (RFC 6901) as a URI fragment' },
-            location: { type: 'string', enum: ['body', 'query', 'path', 'header'] },
-            detail: { type: 'string' },
-          },
-        },
-      },
-    },
-  } as const;
-  await app.register(swagger, {
-    openapi: {
-      openapi: '3.1.0',
-      info,
-      components: {
-        securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } },
-        schemas: { Problem: problemSchema as unknown as Record<string, unknown> },
-      },
-    },
-    // Adds the schemas named with .meta({ id }) (User, TokenPair, …) as components, so the
-    // $refs the operations use resolve.
-    transformObject: jsonSchemaTransformObject,
-    transform: (input) => {
-      const out = jsonSchemaTransform(input);
-      const auth = input.route.config?.auth;
-      const schema = { ...(out.schema as Record<string, unknown>) };
-      if (Array.isArray(auth)) {
-        schema['x-roles'] = auth;
-        schema.security = [{ bearer: [] }];
-      } else {
-        schema['x-roles'] = [];
-        schema.security = [];
-      }
-      if (input.route.config?.idempotency) schema['x-idempotency'] = input.route.config.idempotency;
-      // Every operation can fail with a problem; say so once, by reference.
-      const declared = schema.response as Record<string, unknown> | undefined;
-      schema.response = {
-        ...(declared ?? { 200: { description: 'Default Response' } }),
-        default: {
-          description: 'An error (RFC 9457 problem details)',
-          content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
-        },
-      };
-      return { schema, url: out.url };
-    },
-  });
-}
