@@ -239,20 +239,25 @@ describe.runIf(isPostgres)('migrations on PostgreSQL only', () => {
     // Another process holds Kysely's migration lock (the id its PostgreSQL adapter uses).
     const holder = new pg.Client({ connectionString: empty.url! });
     await holder.connect();
-    onTestFinished(() => holder.end());
-    await holder.query(`select pg_advisory_lock(3853314791062309107)`);
-    const run = migrateUp(db);
-    // Release only once the migrator is observably waiting on the lock.
-    for (;;) {
-      const { rows } = await holder.query<{ n: string }>(
-        `select count(*)::text as n from pg_locks where locktype = 'advisory' and not granted`,
-      );
-      if (rows[0]?.n !== '0') break;
-      await new Promise((r) => setTimeout(r, 20));
+    // Closed inside the test: afterEach drops the database WITH (FORCE), which would
+    // terminate a still-open client and surface as an unhandled error.
+    try {
+      await holder.query(`select pg_advisory_lock(3853314791062309107)`);
+      const run = migrateUp(db);
+      // Release only once the migrator is observably waiting on the lock.
+      for (;;) {
+        const { rows } = await holder.query<{ n: string }>(
+          `select count(*)::text as n from pg_locks where locktype = 'advisory' and not granted`,
+        );
+        if (rows[0]?.n !== '0') break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await new Promise((r) => setTimeout(r, 400)); // longer than the 200 ms statement timeout
+      await holder.query(`select pg_advisory_unlock(3853314791062309107)`);
+      expect(await run).toStrictEqual(SHIPPED);
+    } finally {
+      await holder.end();
     }
-    await new Promise((r) => setTimeout(r, 400)); // longer than the 200 ms statement timeout
-    await holder.query(`select pg_advisory_unlock(3853314791062309107)`);
-    expect(await run).toStrictEqual(SHIPPED);
     const { rows } = await sql<{ v: string }>`select current_setting('statement_timeout') as v`.execute(db);
     expect(rows).toStrictEqual([{ v: '200ms' }]);
   });
