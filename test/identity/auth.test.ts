@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
 import type { LightMyRequestResponse as InjectResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ADMIN_EMAIL, ADMIN_PASSWORD, TEST_SECRET_KEY, bearer, createTestApp, type TestApp } from '../support/app.js';
+import { ADMIN_EMAIL, ADMIN_PASSWORD, bearer, createTestApp, problemOf, TEST_SECRET_KEY, type TestApp } from '../support/app.js';
 import { dbTarget, isPostgres } from '../support/db.js';
 
 interface TokenBody {
@@ -19,11 +19,6 @@ interface TokenBody {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-/** The problem body without the per-request members. */
-function problemOf(res: InjectResponse): Record<string, unknown> {
-  const { request_id: _requestId, instance: _instance, ...rest } = res.json<Record<string, unknown>>();
-  return rest;
-}
 
 const UNAUTHENTICATED = {
   type: '/problems/unauthenticated',

@@ -5,13 +5,9 @@
  */
 import type { LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestApp, type TestApp } from '../support/app.js';
+import { createTestApp, problemOf, type TestApp } from '../support/app.js';
 import { dbTarget } from '../support/db.js';
 
-function problemOf(res: LightMyRequestResponse): Record<string, unknown> {
-  const { request_id: _requestId, instance: _instance, ...rest } = res.json<Record<string, unknown>>();
-  return rest;
-}
 
 const LOCKED = {
   type: '/problems/too_many_login_failures',

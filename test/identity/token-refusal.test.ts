@@ -7,7 +7,7 @@
 import type { LightMyRequestResponse } from 'fastify';
 import { SignJWT, UnsecuredJWT, decodeJwt, generateKeyPair, type JWTPayload } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TEST_SECRET_KEY, bearer, createTestApp, type TestApp } from '../support/app.js';
+import { bearer, createTestApp, problemOf, TEST_SECRET_KEY, type TestApp } from '../support/app.js';
 import { dbTarget } from '../support/db.js';
 
 const secret = new TextEncoder().encode(TEST_SECRET_KEY);
@@ -20,10 +20,6 @@ const EXPECTED_401 = {
   code: 'unauthenticated',
 };
 
-function problemOf(res: LightMyRequestResponse): Record<string, unknown> {
-  const { request_id: _requestId, instance: _instance, ...rest } = res.json<Record<string, unknown>>();
-  return rest;
-}
 
 interface Forge {
   readonly alg?: string;

@@ -6,7 +6,7 @@ import type { LightMyRequestResponse } from 'fastify';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROLES, type Role } from '../../src/identity/model.js';
-import { bearer, createTestApp, type TestApp } from '../support/app.js';
+import { bearer, createTestApp, problemOf, type TestApp } from '../support/app.js';
 import { dbTarget, isPostgres } from '../support/db.js';
 
 interface UserBody {
@@ -24,10 +24,6 @@ interface Page {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-function problemOf(res: LightMyRequestResponse): Record<string, unknown> {
-  const { request_id: _requestId, instance: _instance, ...rest } = res.json<Record<string, unknown>>();
-  return rest;
-}
 
 describe(`user administration (${dbTarget})`, () => {
   let t: TestApp;

@@ -87,3 +87,9 @@ export async function createTestApp(options: TestAppOptions = {}): Promise<TestA
 export function bearer(token: string): Record<string, string> {
   return { authorization: `Bearer ${token}` };
 }
+
+/** A problem+json body without its per-request members (request_id, instance), for exact comparison. */
+export function problemOf(res: { json<T>(): T }): Record<string, unknown> {
+  const { request_id: _requestId, instance: _instance, ...rest } = res.json<Record<string, unknown>>();
+  return rest;
+}
