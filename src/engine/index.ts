@@ -10,3 +10,5 @@ export * from './money.js';
 export * from './dates.js';
 export * from './day-count.js';
 export * from './calendar.js';
+export * from './schedule.js';
+export * from './accrual.js';
