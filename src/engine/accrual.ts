@@ -3,7 +3,8 @@ import { type DayCountConvention, countDays } from './day-count.js';
 import { EngineError } from './errors.js';
 import type { Ratio } from './ratio.js';
 import { type RoundingMode, divRound } from './rounding.js';
-import { type Installment, type Schedule, type ScheduleTerms } from './schedule.js';
+import type { Frequency } from './calendar.js';
+import { type Installment, type Schedule, type ScheduleTerms, ismaReference } from './schedule.js';
 
 /**
  * Interest accrual as of any date, by the loan's day count: for payoff quotes,
@@ -31,6 +32,10 @@ export interface AccrualPeriod {
    * to Feb 29); accrual reaches exactly this count on the due date.
    */
   readonly days?: number | undefined;
+  /** The schedule's frequency; ACT/ACT ISMA needs it for the reference period. */
+  readonly frequency?: Frequency | undefined;
+  /** The schedule's end-of-month rule (default true), for the ISMA reference period. */
+  readonly endOfMonth?: boolean | undefined;
 }
 
 /** Interest on `balance` accrued from `period.start` to `asOf` (start ≤ asOf ≤ end). */
@@ -60,7 +65,8 @@ function elapsedFraction(dayCount: DayCountConvention, period: AccrualPeriod, as
   if (compareDates(date, start) < 0) throw new EngineError('date_order', 'as_of is before the period start', 'as_of');
   if (compareDates(date, end) > 0) throw new EngineError('date_order', 'as_of is after the period end', 'as_of');
   const basis = fixedBasisOf(dayCount);
-  const counted = countDays(dayCount, start, date, { terminationDate: end, referenceStart: start, referenceEnd: end });
+  const reference = period.frequency === undefined ? { referenceStart: start, referenceEnd: end } : ismaReference(end, period.frequency, period.endOfMonth ?? true);
+  const counted = countDays(dayCount, start, date, { terminationDate: end, ...reference });
   // ACT/ACT conventions: the convention's own year fraction, which on the due date is the schedule's
   if (basis === undefined) return counted.yearFraction;
   // days/basis conventions: never past the period's scheduled days, and exactly them on the due date
@@ -127,7 +133,7 @@ export function scheduleAccrualAsOf(terms: ScheduleTerms, schedule: Schedule, as
       continue;
     }
     // In a grace period the accrual is interest that will be capitalized; it is owed on payoff all the same.
-    const accrued = accruedInterest(flat ? terms.principal : balanceBefore, accrualTerms, periodOf(installment), asOf);
+    const accrued = accruedInterest(flat ? terms.principal : balanceBefore, accrualTerms, periodOf(installment, terms), asOf);
     return {
       installment: installment.number,
       periodStart: installment.periodStart,
@@ -149,6 +155,6 @@ export function scheduleAccrualAsOf(terms: ScheduleTerms, schedule: Schedule, as
   };
 }
 
-function periodOf(installment: Installment): AccrualPeriod {
-  return { start: installment.periodStart, end: installment.dueDate, days: installment.days };
+function periodOf(installment: Installment, terms: ScheduleTerms): AccrualPeriod {
+  return { start: installment.periodStart, end: installment.dueDate, days: installment.days, frequency: terms.frequency, endOfMonth: terms.endOfMonth };
 }

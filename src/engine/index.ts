@@ -12,3 +12,4 @@ export * from './day-count.js';
 export * from './calendar.js';
 export * from './schedule.js';
 export * from './accrual.js';
+export * from './allocation.js';

@@ -1,4 +1,4 @@
-import { type Frequency, dueDates, firstPeriodKind, monthsPerPeriod, periodsPerYear } from './calendar.js';
+import { type Frequency, dueDates, firstPeriodKind, monthsPerPeriod, periodsPerYear, shiftPeriods } from './calendar.js';
 import { minorUnits } from './currency.js';
 import { type YearMonthDay, formatDate, parseDate, toDayNumber } from './dates.js';
 import { type DayCountConvention, countDays } from './day-count.js';
@@ -322,7 +322,7 @@ function buildPeriods(terms: ScheduleTerms, dayCount: DayCountConvention): Perio
         byDays.set(days, rate);
       }
     } else {
-      const counted = countDays(dayCount, previous, end, { terminationDate: termination });
+      const counted = countDays(dayCount, previous, end, { terminationDate: termination, ...ismaReference(end, terms.frequency, endOfMonth) });
       days = counted.days;
       rate = periodRate(rateNum * counted.yearFraction.num, rateDen * counted.yearFraction.den);
     }
@@ -332,6 +332,19 @@ function buildPeriods(terms: ScheduleTerms, dayCount: DayCountConvention): Perio
   }
   return periods;
 }
+
+/**
+ * ACT/ACT ISMA counts a period against its regular (reference) period: the one
+ * regular period that ends on the due date, at the schedule's frequency. That
+ * is what makes a long or short odd first period come out right.
+ */
+export function ismaReference(dueDate: YearMonthDay, frequency: Frequency, endOfMonth: boolean): { referenceStart: YearMonthDay; referenceEnd: YearMonthDay; frequency?: number } {
+  const perYear = periodsPerYear(frequency);
+  const referenceStart = shiftPeriods(dueDate, frequency, -1, endOfMonth);
+  return ISMA_FREQUENCIES.has(perYear) ? { referenceStart, referenceEnd: dueDate, frequency: perYear } : { referenceStart, referenceEnd: dueDate };
+}
+
+const ISMA_FREQUENCIES = new Set([1, 2, 3, 4, 6, 12]);
 
 /**
  * The exact level payment X (before rounding to minor units) that takes

@@ -9,7 +9,12 @@ import {
   ROUNDING_MODES,
   buildSchedule,
   dayCount,
+  isoDate,
   monthsPerPeriod,
+  parseDate,
+  periodsPerYear,
+  shiftPeriods,
+  toDayNumber,
   parseDecimal,
   type DayCountConvention,
   type Frequency,
@@ -362,7 +367,11 @@ function checkInvariants(terms: ScheduleTerms): void {
       num = base * rate.num * BigInt(row.days);
       den = rate.den * basis;
     } else {
-      const yf = dayCount(dc, row.periodStart, row.dueDate, { terminationDate: rows.at(-1)!.dueDate }).yearFraction;
+      // ACT/ACT ISMA: the reference period is the regular period that ends on the due date
+      const perYear = periodsPerYear(terms.frequency);
+      const referenceStart = isoDate(toDayNumber(shiftPeriods(parseDate(row.dueDate), terms.frequency, -1, terms.endOfMonth)));
+      const reference = { referenceStart, referenceEnd: row.dueDate, frequency: [1, 2, 3, 4, 6, 12].includes(perYear) ? perYear : undefined };
+      const yf = dayCount(dc, row.periodStart, row.dueDate, { terminationDate: rows.at(-1)!.dueDate, ...reference }).yearFraction;
       num = base * rate.num * yf.num;
       den = rate.den * yf.den;
     }
