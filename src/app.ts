@@ -8,6 +8,7 @@ import type { Redis } from 'ioredis';
 import { createIdentityService, type IdentityService } from './identity/service.js';
 import type { IdentityDb } from './identity/repository.js';
 import { registerIdentityRoutes } from './identity/routes.js';
+import { registerCalculatorRoutes } from './calculators/routes.js';
 import { createTokenSigner } from './identity/tokens.js';
 import type { Config } from './platform/config.js';
 import { createFieldCipher, type FieldCipher } from './platform/crypto.js';
@@ -132,6 +133,7 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
   if (config.metricsPort === undefined) registerMetricsRoute(app, metrics);
 
   registerIdentityRoutes(app, identity);
+  registerCalculatorRoutes(app);
   deps.extraRoutes?.(app);
 
   await registerDocsRoutes(app);

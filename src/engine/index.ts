@@ -13,3 +13,5 @@ export * from './calendar.js';
 export * from './schedule.js';
 export * from './accrual.js';
 export * from './allocation.js';
+export * from './apr.js';
+export * from './irr.js';
