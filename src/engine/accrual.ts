@@ -65,7 +65,8 @@ function elapsedFraction(dayCount: DayCountConvention, period: AccrualPeriod, as
   if (compareDates(date, start) < 0) throw new EngineError('date_order', 'as_of is before the period start', 'as_of');
   if (compareDates(date, end) > 0) throw new EngineError('date_order', 'as_of is after the period end', 'as_of');
   const basis = fixedBasisOf(dayCount);
-  const reference = period.frequency === undefined ? { referenceStart: start, referenceEnd: end } : ismaReference(end, period.frequency, period.endOfMonth ?? true);
+  const reference =
+    dayCount !== 'ACT/ACT ISMA' ? {} : period.frequency === undefined ? { referenceStart: start, referenceEnd: end } : ismaReference(end, period.frequency, period.endOfMonth ?? true);
   const counted = countDays(dayCount, start, date, { terminationDate: end, ...reference });
   // ACT/ACT conventions: the convention's own year fraction, which on the due date is the schedule's
   if (basis === undefined) return counted.yearFraction;

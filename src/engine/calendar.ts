@@ -57,7 +57,8 @@ export function daysPerPeriod(frequency: Frequency): number {
  *
  * Semimonthly dates come in pairs per month: an anchor on day d ≤ 15 pays on d
  * and d + 15 (the last day when shorter); an anchor on day d > 15 pays on d − 15
- * and d; an end-of-month anchor with `endOfMonth` pays on the 15th and the last day.
+ * and d. With `endOfMonth`, an anchor on the 15th or on the last day of its
+ * month pays on the 15th and the last day.
  */
 export function shiftPeriods(anchor: YearMonthDay, frequency: Frequency, n: number, endOfMonth = false): YearMonthDay {
   const rule = RULES[frequency];
@@ -67,7 +68,7 @@ export function shiftPeriods(anchor: YearMonthDay, frequency: Frequency, n: numb
   // semimonthly: index the half-months from the anchor
   const firstHalf = anchorDay <= 15;
   const lowDay = firstHalf ? anchorDay : anchorDay === 31 ? 15 : anchorDay - 15;
-  const highDay = firstHalf ? anchorDay + 15 : anchorDay;
+  const highDay = endOfMonth && anchorDay === 15 ? 31 : firstHalf ? anchorDay + 15 : anchorDay;
   const slot = (firstHalf ? 0 : 1) + n; // 0 = low day of the anchor month
   const monthOffset = Math.floor(slot / 2);
   const isLow = slot - monthOffset * 2 === 0;
@@ -87,25 +88,41 @@ export interface DueDatePlan {
   readonly endOfMonth?: boolean | undefined;
 }
 
-/** The `count` due dates of a loan: the first payment date, then regular periods from it. */
+/**
+ * The `count` due dates of a loan. With a first payment date, that date and
+ * regular periods stepped from it; without one, regular periods stepped from
+ * the start, so a start on the 31st pays on the 31st (or the month's last day)
+ * every month rather than on the day of the first, clamped, due date.
+ */
 export function dueDates(plan: DueDatePlan): YearMonthDay[] {
   if (!Number.isInteger(plan.count) || plan.count < 1) throw new EngineError('invalid_argument', 'the number of installments must be a positive integer', 'term');
-  const first = plan.firstPaymentDate ?? shiftPeriods(plan.start, plan.frequency, 1, plan.endOfMonth);
-  if (compareDates(first, plan.start) <= 0) {
+  const { start, firstPaymentDate, frequency, endOfMonth } = plan;
+  const first = firstPaymentDate ?? shiftPeriods(start, frequency, 1, endOfMonth);
+  if (compareDates(first, start) <= 0) {
     throw new EngineError('date_order', 'the first payment date must be after the disbursement date', 'first_payment_date');
   }
   const dates: YearMonthDay[] = [first];
-  for (let i = 1; i < plan.count; i++) dates.push(shiftPeriods(first, plan.frequency, i, plan.endOfMonth));
+  for (let i = 1; i < plan.count; i++) {
+    dates.push(firstPaymentDate === undefined ? shiftPeriods(start, frequency, i + 1, endOfMonth) : shiftPeriods(firstPaymentDate, frequency, i, endOfMonth));
+  }
   return dates;
 }
 
 export type FirstPeriodKind = 'regular' | 'short' | 'long';
 
 /**
- * Whether the first period is regular, short or long: compares the start with
- * the notional period start one regular period before the first due date.
+ * Whether the first period is regular, short or long. It is regular when one
+ * regular period after the start is the first due date (the date
+ * {@link dueDates} picks by default: Jan 31 → Feb 28) or one regular period
+ * before the first due date is the start (Feb 28 → Mar 31 under the
+ * end-of-month rule). Otherwise it is short when the start is after that
+ * notional period start, long when before.
  */
 export function firstPeriodKind(start: YearMonthDay, firstPaymentDate: YearMonthDay, frequency: Frequency, endOfMonth = false): FirstPeriodKind {
+  if (compareDates(firstPaymentDate, start) <= 0) {
+    throw new EngineError('date_order', 'the first payment date must be after the disbursement date', 'first_payment_date');
+  }
+  if (compareDates(shiftPeriods(start, frequency, 1, endOfMonth), firstPaymentDate) === 0) return 'regular';
   const notionalStart = shiftPeriods(firstPaymentDate, frequency, -1, endOfMonth);
   const order = compareDates(start, notionalStart);
   return order === 0 ? 'regular' : order > 0 ? 'short' : 'long';

@@ -31,8 +31,15 @@ export interface DayCountOptions {
   /** ACT/ACT ISMA: the regular coupon (reference) period that contains the accrual period. */
   readonly referenceStart?: YearMonthDay | undefined;
   readonly referenceEnd?: YearMonthDay | undefined;
-  /** ACT/ACT ISMA: regular periods per year (1, 2, 4, 12 …). */
+  /** ACT/ACT ISMA: regular periods per year (1, 2, 3, 4, 6 or 12). */
   readonly frequency?: number | undefined;
+  /**
+   * ACT/ACT ISMA: notional reference periods (before a long first period, after
+   * a long last one, or counted back from the end date) roll with the
+   * end-of-month rule: a reference date on the last day of its month steps to
+   * the last day of the month.
+   */
+  readonly endOfMonth?: boolean | undefined;
 }
 
 export interface DayCount {
@@ -110,7 +117,7 @@ export function dayCount(
   convention: string,
   start: string,
   end: string,
-  options: { terminationDate?: string; referenceStart?: string; referenceEnd?: string; frequency?: number } = {},
+  options: { terminationDate?: string; referenceStart?: string; referenceEnd?: string; frequency?: number; endOfMonth?: boolean } = {},
 ): DayCount {
   if (!isDayCountConvention(convention)) {
     throw new EngineError('unknown_convention', `unknown day count convention "${convention}"; use one of ${DAY_COUNT_CONVENTIONS.join(', ')}`, 'convention');
@@ -120,6 +127,7 @@ export function dayCount(
     referenceStart: options.referenceStart === undefined ? undefined : parseDate(options.referenceStart, 'reference_start'),
     referenceEnd: options.referenceEnd === undefined ? undefined : parseDate(options.referenceEnd, 'reference_end'),
     frequency: options.frequency,
+    endOfMonth: options.endOfMonth,
   });
 }
 
@@ -146,28 +154,60 @@ function actActIsda(start: YearMonthDay, end: YearMonthDay): Ratio {
  * reference period). A period longer than its reference period, or one that
  * starts before it (a long first coupon), is split into notional regular
  * periods, as in QuantLib's ActualActual(ISMA).
+ *
+ * The reference period is, in order: the one given; with a frequency, the
+ * regular period ending on the given reference end (or on the end date), or
+ * starting on the given reference start; without a frequency, the accrual
+ * period itself, its length in months estimated as QuantLib does (and a
+ * period too short to round to one month is measured against the year that
+ * follows its start).
  */
 function actActIsma(start: YearMonthDay, end: YearMonthDay, options: DayCountOptions): Ratio {
   if (compareDates(start, end) === 0) return ZERO;
-  const refStart = options.referenceStart ?? start;
-  const refEnd = options.referenceEnd ?? end;
-  if (compareDates(refEnd, refStart) <= 0) {
-    throw new EngineError('invalid_argument', 'reference_end must be after reference_start', 'reference_end');
-  }
+  const endOfMonth = options.endOfMonth ?? false;
+  let refStart = options.referenceStart;
+  let refEnd = options.referenceEnd;
   let months: number;
   if (options.frequency !== undefined) {
     if (!Number.isInteger(options.frequency) || ![1, 2, 3, 4, 6, 12].includes(options.frequency)) {
       throw new EngineError('invalid_argument', 'frequency must be 1, 2, 3, 4, 6 or 12 periods per year', 'frequency');
     }
     months = 12 / options.frequency;
+    if (refStart === undefined) {
+      refEnd ??= end;
+      refStart = addMonths(refEnd, -months, endOfMonth);
+    } else {
+      refEnd ??= addMonths(refStart, months, endOfMonth);
+    }
   } else {
+    refStart ??= start;
+    refEnd ??= end;
     months = Math.round((12 * daysBetween(refStart, refEnd)) / 365);
-    if (months === 0) months = 12;
   }
-  return ismaFraction(start, end, refStart, refEnd, months, 0);
+  if (compareDates(refEnd, refStart) <= 0) {
+    throw new EngineError('invalid_argument', 'reference_end must be after reference_start', 'reference_end');
+  }
+  if (months === 0) {
+    // QuantLib: a reference period too short to round to a month is replaced by the year from the start.
+    refStart = start;
+    refEnd = addMonths(start, 12);
+    months = 12;
+  }
+  if (compareDates(refEnd, start) <= 0) {
+    throw new EngineError('invalid_argument', 'reference_end must be after the start date', 'reference_end');
+  }
+  return ismaFraction(start, end, refStart, refEnd, months, endOfMonth, 0);
 }
 
-function ismaFraction(d1: YearMonthDay, d2: YearMonthDay, refStart: YearMonthDay, refEnd: YearMonthDay, months: number, depth: number): Ratio {
+function ismaFraction(
+  d1: YearMonthDay,
+  d2: YearMonthDay,
+  refStart: YearMonthDay,
+  refEnd: YearMonthDay,
+  months: number,
+  endOfMonth: boolean,
+  depth: number,
+): Ratio {
   if (depth > 2000) throw new EngineError('invalid_argument', 'reference period too far from the accrual period', 'reference_start');
   if (compareDates(d1, d2) === 0) return ZERO;
   const period = ratio(BigInt(months), 12n);
@@ -176,20 +216,23 @@ function ismaFraction(d1: YearMonthDay, d2: YearMonthDay, refStart: YearMonthDay
       return reduce(ratio(BigInt(months) * BigInt(daysBetween(d1, d2)), 12n * BigInt(daysBetween(refStart, refEnd))));
     }
     // Long first period: d1 lies before the reference period.
-    const previousRef = addMonths(refStart, -months);
+    const previousRef = addMonths(refStart, -months, endOfMonth);
     if (compareDates(d2, refStart) > 0) {
-      return add(ismaFraction(d1, refStart, previousRef, refStart, months, depth + 1), ismaFraction(refStart, d2, refStart, refEnd, months, depth + 1));
+      return add(
+        ismaFraction(d1, refStart, previousRef, refStart, months, endOfMonth, depth + 1),
+        ismaFraction(refStart, d2, refStart, refEnd, months, endOfMonth, depth + 1),
+      );
     }
-    return ismaFraction(d1, d2, previousRef, refStart, months, depth + 1);
+    return ismaFraction(d1, d2, previousRef, refStart, months, endOfMonth, depth + 1);
   }
   if (compareDates(refStart, d1) > 0) {
     throw new EngineError('invalid_argument', 'the accrual period must not span the whole reference period on both sides', 'reference_start');
   }
-  let sum = ismaFraction(d1, refEnd, refStart, refEnd, months, depth + 1);
+  let sum = ismaFraction(d1, refEnd, refStart, refEnd, months, endOfMonth, depth + 1);
   for (let i = 0; ; i++) {
-    const newRefStart = addMonths(refEnd, months * i);
-    const newRefEnd = addMonths(refEnd, months * (i + 1));
-    if (compareDates(d2, newRefEnd) < 0) return add(sum, ismaFraction(newRefStart, d2, newRefStart, newRefEnd, months, depth + 1));
+    const newRefStart = addMonths(refEnd, months * i, endOfMonth);
+    const newRefEnd = addMonths(refEnd, months * (i + 1), endOfMonth);
+    if (compareDates(d2, newRefEnd) < 0) return add(sum, ismaFraction(newRefStart, d2, newRefStart, newRefEnd, months, endOfMonth, depth + 1));
     sum = add(sum, period);
     if (i > 12 * 400) throw new EngineError('invalid_argument', 'accrual period too long', 'end');
   }

@@ -10,7 +10,7 @@ import { formatScaled } from './ratio.js';
  */
 
 const AMOUNT = /^(-)?(\d+)(?:\.(\d+))?$/;
-/** 10^18 major units is far beyond any loan; the cap keeps hostile input cheap. */
+/** 30 digits, whole and fraction together, is far beyond any loan; the cap keeps hostile input cheap. */
 const MAX_DIGITS = 30;
 
 export function parseMoney(text: string, currency: string, field = 'amount'): bigint {

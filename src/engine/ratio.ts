@@ -107,13 +107,38 @@ export function formatScaled(scaled: bigint, places: number): string {
 
 /**
  * An approximation as a float, for analytics and solver starting points only.
- * Precise for ratios whose parts exceed 2^53 too (scales both before dividing).
+ * Within about one unit in the last place for any ratio, including ones whose
+ * parts exceed 2^53 or even the float range: the quotient is taken in bigint
+ * arithmetic to 64 significant bits before it becomes a number.
  */
 export function toNumber(r: Ratio): number {
-  const n = Number(r.num);
-  const d = Number(r.den);
-  if (Number.isFinite(n) && Number.isFinite(d) && Math.abs(n) < 2 ** 53 && d < 2 ** 53) return n / d;
-  const shift = BigInt(Math.max(r.num.toString(2).length, r.den.toString(2).length) - 60);
-  if (shift <= 0n) return n / d;
-  return Number(r.num >> shift) / Number(r.den >> shift);
+  const { num, den } = r;
+  if (num === 0n) return 0;
+  if (num > -(2n ** 53n) && num < 2n ** 53n && den < 2n ** 53n) return Number(num) / Number(den);
+  const negative = num < 0n;
+  const magnitude = negative ? -num : num;
+  // Scale so the integer quotient has 64–65 significant bits, then undo the scale.
+  const shift = bitLength(den) - bitLength(magnitude) + 64;
+  const quotient = shift >= 0 ? (magnitude << BigInt(shift)) / den : magnitude / (den << BigInt(-shift));
+  const value = scaleByPowerOfTwo(Number(quotient), -shift);
+  return negative ? -value : value;
+}
+
+function bitLength(value: bigint): number {
+  return value.toString(2).length;
+}
+
+/** x · 2^exponent without overflowing the intermediate power of two. */
+function scaleByPowerOfTwo(x: number, exponent: number): number {
+  let result = x;
+  let rest = exponent;
+  while (rest > 1000) {
+    result *= 2 ** 1000;
+    rest -= 1000;
+  }
+  while (rest < -1000) {
+    result *= 2 ** -1000;
+    rest += 1000;
+  }
+  return result * 2 ** rest;
 }

@@ -322,7 +322,8 @@ function buildPeriods(terms: ScheduleTerms, dayCount: DayCountConvention): Perio
         byDays.set(days, rate);
       }
     } else {
-      const counted = countDays(dayCount, previous, end, { terminationDate: termination, ...ismaReference(end, terms.frequency, endOfMonth) });
+      const reference = dayCount === 'ACT/ACT ISMA' ? ismaReference(end, terms.frequency, endOfMonth) : {};
+      const counted = countDays(dayCount, previous, end, { terminationDate: termination, ...reference });
       days = counted.days;
       rate = periodRate(rateNum * counted.yearFraction.num, rateDen * counted.yearFraction.den);
     }
@@ -338,13 +339,15 @@ function buildPeriods(terms: ScheduleTerms, dayCount: DayCountConvention): Perio
  * regular period that ends on the due date, at the schedule's frequency. That
  * is what makes a long or short odd first period come out right.
  */
-export function ismaReference(dueDate: YearMonthDay, frequency: Frequency, endOfMonth: boolean): { referenceStart: YearMonthDay; referenceEnd: YearMonthDay; frequency?: number } {
-  const perYear = periodsPerYear(frequency);
+export function ismaReference(dueDate: YearMonthDay, frequency: Frequency, endOfMonth: boolean): { referenceStart: YearMonthDay; referenceEnd: YearMonthDay; frequency: number; endOfMonth: boolean } {
+  if (monthsPerPeriod(frequency) === 0) {
+    // ICMA Rule 251 counts against regular coupon periods of whole months; a weekly or
+    // semimonthly period has no such reference, and guessing one would misprice it.
+    throw new EngineError('invalid_argument', `ACT/ACT ISMA needs a month-based frequency (monthly … annual), not ${frequency}`, 'day_count');
+  }
   const referenceStart = shiftPeriods(dueDate, frequency, -1, endOfMonth);
-  return ISMA_FREQUENCIES.has(perYear) ? { referenceStart, referenceEnd: dueDate, frequency: perYear } : { referenceStart, referenceEnd: dueDate };
+  return { referenceStart, referenceEnd: dueDate, frequency: periodsPerYear(frequency), endOfMonth };
 }
-
-const ISMA_FREQUENCIES = new Set([1, 2, 3, 4, 6, 12]);
 
 /**
  * The exact level payment X (before rounding to minor units) that takes
