@@ -53,12 +53,13 @@ export function isIsoDate(text: unknown): text is string {
   }
 }
 
-function pad(value: number, width: number): string {
-  return String(value).padStart(width, '0');
-}
+// Schedules format a date per installment; table lookups keep that to one concatenation.
+const TWO_DIGITS = Array.from({ length: 32 }, (_, n) => String(n).padStart(2, '0'));
+const MONTH_DAY = Array.from({ length: 13 * 32 }, (_, i) => `-${TWO_DIGITS[Math.floor(i / 32)]}-${TWO_DIGITS[i % 32]}`);
 
 export function formatDate(date: YearMonthDay): string {
-  return `${pad(date.year, 4)}-${pad(date.month, 2)}-${pad(date.day, 2)}`;
+  const year = date.year >= 1000 ? String(date.year) : String(date.year).padStart(4, '0');
+  return year + (MONTH_DAY[date.month * 32 + date.day] as string);
 }
 
 /** Days since 1970-01-01 (negative before). */

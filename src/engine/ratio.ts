@@ -47,7 +47,7 @@ export function mul(a: Ratio, b: Ratio): Ratio {
 
 export function div(a: Ratio, b: Ratio): Ratio {
   if (b.num === 0n) throw new EngineError('invalid_argument', 'division by zero');
-  return ratio(a.num * b.den, a.den * b.num);
+  return reduce(ratio(a.num * b.den, a.den * b.num));
 }
 
 export function mulInt(a: Ratio, n: bigint): Ratio {

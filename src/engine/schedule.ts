@@ -100,10 +100,7 @@ export interface Schedule {
   readonly totalPayments: bigint;
 }
 
-interface Period {
-  readonly start: string;
-  readonly end: string;
-  readonly days: number;
+interface PeriodRate {
   /** Periodic rate r = annual × year fraction, as num / den in lowest terms. */
   readonly rateNum: bigint;
   readonly rateDen: bigint;
@@ -112,7 +109,13 @@ interface Period {
   readonly twiceDen: bigint;
 }
 
-type PeriodRate = Pick<Period, 'rateNum' | 'rateDen' | 'twiceNum' | 'twiceDen'>;
+interface Period {
+  readonly start: string;
+  readonly end: string;
+  readonly days: number;
+  /** Shared between periods of equal length, so a schedule of regular months holds one. */
+  readonly rate: PeriodRate;
+}
 
 function periodRate(num: bigint, den: bigint): PeriodRate {
   const reduced = reduce(ratio(num, den));
@@ -162,7 +165,7 @@ export function buildSchedule(terms: ScheduleTerms): Schedule {
   // Grace: nothing due, interest capitalized.
   for (let i = 0; i < grace; i++) {
     const period = periods[i] as Period;
-    const accrued = interestOf(period, flat ? terms.principal : balance);
+    const accrued = interestOf(period.rate, flat ? terms.principal : balance);
     balance += accrued;
     totalCapitalized += accrued;
     installments.push(row(i + 1, 'grace', period, 0n, 0n, accrued, balance));
@@ -170,7 +173,7 @@ export function buildSchedule(terms: ScheduleTerms): Schedule {
   // Interest only.
   for (let i = grace; i < grace + interestOnly; i++) {
     const period = periods[i] as Period;
-    const interest = interestOf(period, flat ? terms.principal : balance);
+    const interest = interestOf(period.rate, flat ? terms.principal : balance);
     totalInterest += interest;
     installments.push(row(i + 1, 'interest_only', period, 0n, interest, 0n, balance));
   }
@@ -178,7 +181,7 @@ export function buildSchedule(terms: ScheduleTerms): Schedule {
   const amortizing = periods.slice(grace + interestOnly);
   const amortizedBase = balance; // principal plus capitalized interest
   const flatBase = flat ? amortizedBase : 0n;
-  const flatInterest = flat ? amortizing.map((period) => interestOf(period, flatBase)) : [];
+  const flatInterest = flat ? amortizing.map((period) => interestOf(period.rate, flatBase)) : [];
 
   let level: bigint;
   let equalPart = 0n;
@@ -198,7 +201,7 @@ export function buildSchedule(terms: ScheduleTerms): Schedule {
   const last = amortizing.length - 1;
   for (let j = 0; j <= last; j++) {
     const period = amortizing[j] as Period;
-    const interest = flat ? (flatInterest[j] as bigint) : interestOf(period, balance);
+    const interest = flat ? (flatInterest[j] as bigint) : interestOf(period.rate, balance);
     let principal: bigint;
     if (j === last) {
       principal = balance;
@@ -232,7 +235,7 @@ export function buildSchedule(terms: ScheduleTerms): Schedule {
  * divRound, specialised for non-negative operands because it runs once per
  * installment (one multiply, one add, one divide for the half modes).
  */
-function nonNegativeRounder(mode: RoundingMode): (period: Period, base: bigint) => bigint {
+function nonNegativeRounder(mode: RoundingMode): (rate: PeriodRate, base: bigint) => bigint {
   switch (mode) {
     case 'down':
     case 'floor':
@@ -327,7 +330,7 @@ function buildPeriods(terms: ScheduleTerms, dayCount: DayCountConvention): Perio
       days = counted.days;
       rate = periodRate(rateNum * counted.yearFraction.num, rateDen * counted.yearFraction.den);
     }
-    periods.push({ start: previousText, end: endText, days, ...rate });
+    periods.push({ start: previousText, end: endText, days, rate });
     previous = end;
     previousText = endText;
   }
@@ -357,8 +360,9 @@ export function ismaReference(dueDate: YearMonthDay, frequency: Frequency, endOf
  * is used. The caller rounds it once, to the payment increment.
  */
 function levelPayment(balance: bigint, balloon: bigint, periods: readonly Period[]): Ratio {
-  const first = periods[0] as Period;
-  const uniform = periods.every((p) => p.rateNum === first.rateNum && p.rateDen === first.rateDen);
+  const first = (periods[0] as Period).rate;
+  // Periods of equal length share one rate object (see buildPeriods).
+  const uniform = periods.every((p) => p.rate === first);
   const n = periods.length;
   if (uniform) {
     const { rateNum: k, rateDen: d } = first;
@@ -371,7 +375,7 @@ function levelPayment(balance: bigint, balloon: bigint, periods: readonly Period
   let gNum = 1n;
   let fNum = 0n;
   let den = 1n;
-  for (const p of periods) {
+  for (const { rate: p } of periods) {
     const factor = p.rateDen + p.rateNum; // (1 + r) · den
     gNum *= factor;
     den *= p.rateDen;
@@ -379,9 +383,4 @@ function levelPayment(balance: bigint, balloon: bigint, periods: readonly Period
   }
   // X = (B·gNum/den − balloon) / (fNum/den) = (B·gNum − balloon·den) / fNum
   return ratio(balance * gNum - balloon * den, fNum);
-}
-
-/** Periods per year of the schedule's frequency, for the nominal periodic rate annual / n. */
-export function nominalPeriodicRate(annualRate: Ratio, frequency: Frequency): Ratio {
-  return ratio(annualRate.num, annualRate.den * BigInt(periodsPerYear(frequency)));
 }
