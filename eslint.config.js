@@ -38,8 +38,24 @@ export default tseslint.config(
     rules: {
       'no-restricted-imports': [
         'error',
-        { patterns: [{ group: ['node:*', '../platform/*', '../identity/*', 'pg', 'kysely', 'fastify'], message: 'The engine is pure: no I/O.' }] },
+        {
+          patterns: [
+            {
+              group: ['node:*', '../*', '!../engine/*', 'pg', 'kysely', 'fastify', 'pino', 'ioredis', 'zod'],
+              message: 'The engine is pure: no I/O and nothing from other parts.',
+            },
+          ],
+        },
       ],
+      // No clock, randomness, environment or logging: every input is an argument.
+      'no-restricted-globals': [
+        'error',
+        ...['Date', 'process', 'console', 'performance', 'setTimeout', 'setInterval', 'fetch', 'crypto'].map((name) => ({
+          name,
+          message: 'The engine is pure: take the value as an argument.',
+        })),
+      ],
+      'no-restricted-properties': ['error', { object: 'Math', property: 'random', message: 'The engine is deterministic: take a seed.' }],
     },
   },
   {
