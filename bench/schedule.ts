@@ -37,7 +37,7 @@ function spreadsheet(): number {
   const rows: { interest: number; principal: number }[] = [];
   formulajs.PMT(rate, 360, 200_000);
   for (let period = 1; period <= 360; period++) {
-    rows.push({ interest: -formulajs.IPMT(rate, period, 360, 200_000), principal: -formulajs.PPMT(rate, period, 360, 200_000) });
+    rows.push({ interest: -Number(formulajs.IPMT(rate, period, 360, 200_000)), principal: -Number(formulajs.PPMT(rate, period, 360, 200_000)) });
   }
   return rows.length;
 }
