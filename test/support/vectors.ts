@@ -10,6 +10,9 @@ export interface Vector {
   readonly inputs: Record<string, unknown>;
   readonly expected: Record<string, unknown>;
   readonly tolerance?: Record<string, unknown>;
+  /** false when the vector's own authors could not confirm the published figure (see `verification`). */
+  readonly verified?: boolean;
+  readonly verification?: string;
 }
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -17,17 +20,21 @@ export const VECTORS_PATH = path.resolve(repoRoot, '..', 'shared', 'vectors', 'f
 
 let cache: Vector[] | undefined;
 
+/** Every vector in the file. */
+export function allVectors(): Vector[] {
+  cache ??= JSON.parse(readFileSync(VECTORS_PATH, 'utf8')) as Vector[];
+  return cache;
+}
+
 /** Every vector of one kind; fails loudly when the file or the kind is missing, so a test cannot pass on nothing. */
 export function vectorsOf(kind: string): Vector[] {
-  cache ??= JSON.parse(readFileSync(VECTORS_PATH, 'utf8')) as Vector[];
-  const found = cache.filter((v) => v.kind === kind);
+  const found = allVectors().filter((v) => v.kind === kind);
   if (found.length === 0) throw new Error(`no vectors of kind ${kind} in ${VECTORS_PATH}`);
   return found;
 }
 
 export function vectorById(id: string): Vector {
-  cache ??= JSON.parse(readFileSync(VECTORS_PATH, 'utf8')) as Vector[];
-  const found = cache.find((v) => v.id === id);
+  const found = allVectors().find((v) => v.id === id);
   if (!found) throw new Error(`no vector ${id} in ${VECTORS_PATH}`);
   return found;
 }
