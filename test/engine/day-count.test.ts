@@ -4,9 +4,7 @@
  * ratios; a published decimal is compared with |computed − published| < 1e-12
  * (or 1e-10 where the source prints fewer digits), and day counts exactly.
  */
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { vectorById } from '../support/vectors.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
@@ -29,7 +27,6 @@ import {
   toNumber,
 } from '../../src/engine/index.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 function expectRatio(actual: Ratio, expected: Ratio): void {
   expect(compare(actual, expected), `${actual.num}/${actual.den} vs ${expected.num}/${expected.den}`).toBe(0);
@@ -342,12 +339,10 @@ describe('30/360 US: Excel DAYS360 with method FALSE', () => {
   // http://projects.gnome.org/gnumeric/doc/gnumeric-function-DAYS360.shtml.
 
   it('reproduces the Microsoft examples in /work/shared/vectors/finance-dev.json', () => {
-    const vectors = JSON.parse(readFileSync(path.resolve(repoRoot, '../shared/vectors/finance-dev.json'), 'utf8')) as {
-      id: string;
+    const vector = vectorById('excel-days360-examples') as unknown as {
       inputs: { cases?: { start: string; end: string }[] };
       expected: { days?: number[] };
-    }[];
-    const vector = vectors.find((v) => v.id === 'excel-days360-examples');
+    };
     // Source: https://support.microsoft.com/en-us/excel/functions/days360-function
     expect(vector, 'vector excel-days360-examples').toBeDefined();
     const cases = vector?.inputs.cases ?? [];
