@@ -59,7 +59,11 @@ function isLastOfFebruary(date: YearMonthDay): boolean {
 
 /** Day count between two dates (start ≤ end) under `convention`. */
 export function countDays(convention: DayCountConvention, start: YearMonthDay, end: YearMonthDay, options: DayCountOptions = {}): DayCount {
-  if (compareDates(end, start) < 0) throw new EngineError('date_order', 'the end date is before the start date', 'end');
+  const order = compareDates(end, start);
+  if (order < 0) throw new EngineError('date_order', 'the end date is before the start date', 'end');
+  // An empty period is zero under every convention. (The DAYS360 rule alone would give
+  // 28 Feb → 28 Feb −2 days: the start moves to the 30th, the end does not.)
+  if (order === 0) return { days: 0, yearFraction: ZERO };
   switch (convention) {
     case '30/360': {
       const d1 = start.day === 31 ? 30 : start.day;

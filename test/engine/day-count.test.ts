@@ -638,5 +638,11 @@ describe('arguments', () => {
       { numRuns: 300 },
     );
     expect(formatDate(fromDayNumber(FIRST_DAY))).toBe('0001-01-01');
+    // The cases random dates rarely hit: a February month end under the DAYS360 start rule.
+    for (const convention of DAY_COUNT_CONVENTIONS) {
+      for (const date of ['2011-02-28', '2024-02-29', '2024-01-31']) {
+        expect(dayCount(convention, date, date, { frequency: convention === 'ACT/ACT ISMA' ? 2 : undefined }).days, `${convention} ${date}`).toBe(0);
+      }
+    }
   });
 });
