@@ -102,7 +102,7 @@ export interface ScheduleAccrual {
   readonly accruedInterest: bigint;
   /** Scheduled principal outstanding at as_of, assuming every earlier installment was paid. */
   readonly principalOutstanding: bigint;
-  /** Interest of every installment due on or before as_of plus the current accrual. */
+  /** Interest of every installment due on or before as_of (due or capitalized) plus the current accrual. */
   readonly interestToDate: bigint;
   /** principal outstanding + accrued interest: the payoff amount on a loan paid as scheduled. */
   readonly payoffAmount: bigint;
@@ -129,7 +129,7 @@ export function scheduleAccrualAsOf(terms: ScheduleTerms, schedule: Schedule, as
   let balanceBefore = terms.principal;
   for (const installment of schedule.installments) {
     if (compareDates(parseDate(installment.dueDate), date) <= 0) {
-      interestToDate += installment.interest;
+      interestToDate += installment.interest + installment.capitalizedInterest;
       balanceBefore = installment.balance;
       continue;
     }

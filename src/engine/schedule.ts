@@ -21,7 +21,9 @@ import { type RoundingMode, divRound } from './rounding.js';
  * computed in rational arithmetic and then rounded once by the payment rounding.
  * With equal periods this is the textbook PMT; with an odd first period or an
  * actual-day count it prices each period at its real length. Each installment
- * then pays its rounded interest and the rest as principal; the last one pays
+ * then pays its rounded interest and the rest as principal; where a period's
+ * interest exceeds the level payment, the installment stays level and the excess
+ * is capitalized (the exact annuity's own path). The last installment pays
  * whatever balance is left (it absorbs the rounding residue), so the principal
  * column always sums to the amount lent plus any capitalized interest.
  */
@@ -201,7 +203,8 @@ export function buildSchedule(terms: ScheduleTerms): Schedule {
   const last = amortizing.length - 1;
   for (let j = 0; j <= last; j++) {
     const period = amortizing[j] as Period;
-    const interest = flat ? (flatInterest[j] as bigint) : interestOf(period.rate, balance);
+    let interest = flat ? (flatInterest[j] as bigint) : interestOf(period.rate, balance);
+    let capitalized = 0n;
     let principal: bigint;
     if (j === last) {
       principal = balance;
@@ -209,14 +212,23 @@ export function buildSchedule(terms: ScheduleTerms): Schedule {
       principal = equalPart;
     } else {
       principal = level - interest;
+      if (principal < 0n) {
+        // The period's interest exceeds the level payment (a long odd first period, or a
+        // 31-day month at a high rate over a long term). The installment stays level and
+        // the unpaid interest is capitalized, as the exact annuity assumed: collecting it
+        // instead would push the loan off its annuity path and repay it early, leaving
+        // zero installments at the end.
+        capitalized = -principal;
+        interest = level;
+        principal = 0n;
+      }
     }
-    // Never negative amortization, never more than what is owed.
-    if (principal < 0n) principal = 0n;
-    if (principal > balance) principal = balance;
-    balance -= principal;
+    if (principal > balance) principal = balance; // never more than is owed
+    balance += capitalized - principal;
     totalInterest += interest;
+    totalCapitalized += capitalized;
     if (j === 0 && equalPrincipal) reportedPayment = principal + interest;
-    installments.push(row(grace + interestOnly + j + 1, 'amortizing', period, principal, interest, 0n, balance));
+    installments.push(row(grace + interestOnly + j + 1, 'amortizing', period, principal, interest, capitalized, balance));
   }
 
   return {

@@ -74,7 +74,7 @@ describe('accrual agrees with the schedule (property)', () => {
         let balance = terms.principal;
         for (const row of schedule.installments) {
           const accrued = accruedInterest(balance, { annualRate: terms.annualRate, dayCount: r.dayCount, rounding: r.rounding }, { start: row.periodStart, end: row.dueDate, days: row.days, frequency: 'monthly' }, row.dueDate);
-          expect(accrued).toBe(row.interest);
+          expect(accrued).toBe(row.interest + row.capitalizedInterest);
           balance = row.balance;
         }
       }),
@@ -95,7 +95,7 @@ describe('accrual agrees with the schedule (property)', () => {
           expect(daily >= 0n).toBe(true);
           sum += daily;
         }
-        expect(sum).toBe(row.interest);
+        expect(sum).toBe(row.interest + row.capitalizedInterest);
       }),
       { numRuns: 300 },
     );
@@ -120,7 +120,7 @@ describe('scheduleAccrualAsOf', () => {
 
   it('on disbursement nothing has accrued; after the last due date nothing is owed', () => {
     expect(scheduleAccrualAsOf(terms, schedule, '2026-01-15')).toMatchObject({ installment: 1, accruedInterest: 0n, payoffAmount: 1_200_000n });
-    expect(scheduleAccrualAsOf(terms, schedule, '2027-06-01')).toMatchObject({ installment: null, payoffAmount: 0n, interestToDate: schedule.totalInterest });
+    expect(scheduleAccrualAsOf(terms, schedule, '2027-06-01')).toMatchObject({ installment: null, payoffAmount: 0n, interestToDate: schedule.totalInterest + schedule.totalCapitalizedInterest });
     expect(() => scheduleAccrualAsOf(terms, schedule, '2026-01-14')).toThrowError(EngineError);
   });
 });

@@ -153,6 +153,21 @@ describe('periods and day counts', () => {
     expect(s.installments[1]?.days).toBe(30);
   });
 
+  it('a 31-day month whose interest exceeds the level payment capitalizes the excess and stays level', () => {
+    // 36 % over 15 years under ACT/365F: the level payment barely exceeds an average month's
+    // interest, and a 31-day month's is more than it.
+    const s = loan(1_000_000n, '0.36', 180, 'monthly', { dayCount: 'ACT/365F' });
+    const capitalizing = s.installments.filter((r) => r.capitalizedInterest > 0n);
+    expect(capitalizing.length).toBeGreaterThan(0);
+    for (const r of capitalizing) {
+      expect(r.days).toBe(31);
+      expect(r).toMatchObject({ principal: 0n, payment: s.payment, interest: s.payment });
+    }
+    // no installment before the last is empty: the loan runs its full term
+    for (const r of s.installments.slice(0, -1)) expect(r.payment).toBe(s.payment);
+    expect(s.installments.at(-1)!.balance).toBe(0n);
+  });
+
   it('ACT/360 charges more than ACT/365F on the same dates', () => {
     const a = loan(10_000_000n, '0.09', 12, 'monthly', { dayCount: 'ACT/360' });
     const b = loan(10_000_000n, '0.09', 12, 'monthly', { dayCount: 'ACT/365F' });
@@ -349,6 +364,7 @@ function checkInvariants(terms: ScheduleTerms): void {
   let principalSum = 0n;
   let interestSum = 0n;
   let capitalizedSum = 0n;
+  let graceCapitalized = 0n;
   let previousDue = terms.disbursementDate;
   const thirtyDayMonth = monthsPerPeriod(terms.frequency) * 30 || (terms.frequency === 'semimonthly' ? 15 : 0);
   for (const row of rows) {
@@ -362,7 +378,8 @@ function checkInvariants(terms: ScheduleTerms): void {
     const regular = row.number > 1 || terms.firstPaymentDate === undefined;
     if (!ACTUAL.has(dc) && regular && thirtyDayMonth > 0) same(row.days, thirtyDayMonth, 'row.days');
     // interest: the exact product, rounded by the named mode
-    const base = flat ? (row.kind === 'amortizing' ? terms.principal + capitalizedSum : terms.principal) : balance;
+    // flat: the original principal, plus what the grace periods capitalized once amortization starts
+    const base = flat ? (row.kind === 'amortizing' ? terms.principal + graceCapitalized : terms.principal) : balance;
     let num: bigint;
     let den: bigint;
     const basis = BASIS[dc];
@@ -377,7 +394,11 @@ function checkInvariants(terms: ScheduleTerms): void {
       num = base * rate.num * yf.num;
       den = rate.den * yf.den;
     }
-    const accrued = row.kind === 'grace' ? row.capitalizedInterest : row.interest;
+    // the accrued interest is due, or capitalized (grace, or beyond a level payment)
+    const accrued = row.interest + row.capitalizedInterest;
+    if (row.capitalizedInterest > 0n && row.kind === 'amortizing') {
+      check(row.principal === 0n && row.payment === s.payment, `row ${row.number}: capitalizes but does not pay the level payment`);
+    }
     check(isRoundingOf(accrued, num, den, terms.interestRounding!), `row ${row.number}: interest ${accrued} is not ${terms.interestRounding} of ${num}/${den}`);
     if (row.kind !== 'amortizing') same(row.principal, 0n, 'row.principal');
     if (row.kind === 'grace') same(row.payment, 0n, 'row.payment');
@@ -386,6 +407,7 @@ function checkInvariants(terms: ScheduleTerms): void {
     principalSum += row.principal;
     interestSum += row.interest;
     capitalizedSum += row.capitalizedInterest;
+    if (row.kind === 'grace') graceCapitalized += row.capitalizedInterest;
     previousDue = row.dueDate;
   }
   same(balance, 0n, 'balance');
