@@ -221,12 +221,13 @@ export function buildSchedule(terms: ScheduleTerms): Schedule {
         capitalized = -principal;
         interest = level;
         principal = 0n;
+        balance += capitalized;
+        totalCapitalized += capitalized;
       }
     }
     if (principal > balance) principal = balance; // never more than is owed
-    balance += capitalized - principal;
+    balance -= principal;
     totalInterest += interest;
-    totalCapitalized += capitalized;
     if (j === 0 && equalPrincipal) reportedPayment = principal + interest;
     installments.push(row(grace + interestOnly + j + 1, 'amortizing', period, principal, interest, capitalized, balance));
   }
