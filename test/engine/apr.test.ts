@@ -10,8 +10,8 @@ import {
   aprWithinTolerance,
 } from '../../src/engine/apr.js';
 import { addDays, addMonthsToAnchor, formatDate, fromDayNumber, parseDate } from '../../src/engine/dates.js';
-import { EngineError } from '../../src/engine/errors.js';
 import { type Ratio, compare, mulInt, parseDecimal, toDecimalString } from '../../src/engine/ratio.js';
+import { engineError } from '../support/engine.js';
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -27,15 +27,6 @@ const fractionOfPercent = (value: number): Ratio => {
   return { num: r.num, den: r.den * 100n };
 };
 
-function engineError(fn: () => unknown): EngineError {
-  try {
-    fn();
-  } catch (error) {
-    if (error instanceof EngineError) return error;
-    throw error;
-  }
-  throw new Error('expected an EngineError');
-}
 
 // ---------------------------------------------------------------------------
 // Regulation Z, Appendix J, paragraph (c): every published example.

@@ -10,7 +10,6 @@ import {
   FREQUENCIES,
   type Frequency,
   type YearMonthDay,
-  EngineError,
   assertFrequency,
   daysPerPeriod,
   dueDates,
@@ -22,21 +21,11 @@ import {
   periodsPerYear,
   shiftPeriods,
 } from '../../src/engine/index.js';
+import { expectEngineError } from '../support/engine.js';
 
 const d = (text: string): YearMonthDay => parseDate(text);
 const iso = (dates: readonly YearMonthDay[]): string[] => dates.map(formatDate);
 
-function expectEngineError(fn: () => unknown, code: string, field?: string): void {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown).toBeInstanceOf(EngineError);
-  expect((thrown as EngineError).code).toBe(code);
-  if (field !== undefined) expect((thrown as EngineError).field).toBe(field);
-}
 
 /** Calendar arithmetic by the JavaScript Date (UTC), independent of dates.ts. */
 function jsDate(date: YearMonthDay): Date {

@@ -12,7 +12,6 @@ import {
   type DayCountConvention,
   type Ratio,
   type YearMonthDay,
-  EngineError,
   add,
   compare,
   countDays,
@@ -26,23 +25,13 @@ import {
   toDayNumber,
   toNumber,
 } from '../../src/engine/index.js';
+import { expectEngineError } from '../support/engine.js';
 
 
 function expectRatio(actual: Ratio, expected: Ratio): void {
   expect(compare(actual, expected), `${actual.num}/${actual.den} vs ${expected.num}/${expected.den}`).toBe(0);
 }
 
-function expectEngineError(fn: () => unknown, code: string, field?: string): void {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown).toBeInstanceOf(EngineError);
-  expect((thrown as EngineError).code).toBe(code);
-  if (field !== undefined) expect((thrown as EngineError).field).toBe(field);
-}
 
 /** Days between two civil dates by the JavaScript Date (UTC), an implementation independent of dates.ts. */
 function referenceDays(a: YearMonthDay, b: YearMonthDay): number {

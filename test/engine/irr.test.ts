@@ -3,8 +3,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { appendixJApr } from '../../src/engine/apr.js';
 import { addDays, formatDate, parseDate } from '../../src/engine/dates.js';
-import { EngineError } from '../../src/engine/errors.js';
 import { cumipmt, ipmt, irr, npv, pmt, ppmt, rate, xirr, xnpv } from '../../src/engine/irr.js';
+import { engineError } from '../support/engine.js';
 
 // ---------------------------------------------------------------------------
 // Published vectors (../shared/vectors/finance-dev.json from the repo root).
@@ -177,15 +177,6 @@ forKind('spreadsheet_apr', (v) => {
 // ---------------------------------------------------------------------------
 // Excel semantics not covered by the vectors
 
-function engineError(fn: () => unknown): EngineError {
-  try {
-    fn();
-  } catch (error) {
-    if (error instanceof EngineError) return error;
-    throw error;
-  }
-  throw new Error('expected an EngineError');
-}
 
 describe('spreadsheet semantics', () => {
   it('npv discounts the first value one period; irr is the npv root over values from period 0', () => {

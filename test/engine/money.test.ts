@@ -4,19 +4,9 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { EngineError, allocateProportionally, currencies, formatMoney, isCurrency, minorUnits, parseMoney, sumMinor } from '../../src/engine/index.js';
+import { allocateProportionally, currencies, formatMoney, isCurrency, minorUnits, parseMoney, sumMinor } from '../../src/engine/index.js';
+import { expectEngineError } from '../support/engine.js';
 
-function expectEngineError(fn: () => unknown, code: string, field?: string): void {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown).toBeInstanceOf(EngineError);
-  expect((thrown as EngineError).code).toBe(code);
-  if (field !== undefined) expect((thrown as EngineError).field).toBe(field);
-}
 
 describe('currencies', () => {
   it('carry their ISO 4217 minor units', () => {

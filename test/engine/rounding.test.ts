@@ -12,7 +12,6 @@ import {
   type Ratio,
   type RoundingMode,
   ZERO,
-  EngineError,
   add,
   compare,
   div,
@@ -32,18 +31,8 @@ import {
   toDecimalString,
   toNumber,
 } from '../../src/engine/index.js';
+import { expectEngineError } from '../support/engine.js';
 
-function expectEngineError(fn: () => unknown, code: string, field?: string): void {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown).toBeInstanceOf(EngineError);
-  expect((thrown as EngineError).code).toBe(code);
-  if (field !== undefined) expect((thrown as EngineError).field).toBe(field);
-}
 
 /** A decimal string as numerator over a power of ten, parsed here without ratio.ts. */
 function decimalParts(text: string): { num: bigint; den: bigint } {

@@ -3,7 +3,6 @@ import { describe, expect, it } from 'vitest';
 import {
   AMORTIZATIONS,
   DAY_COUNT_CONVENTIONS,
-  EngineError,
   FREQUENCIES,
   INTEREST_METHODS,
   ROUNDING_MODES,
@@ -22,6 +21,7 @@ import {
   type Schedule,
   type ScheduleTerms,
 } from '../../src/engine/index.js';
+import { engineError } from '../support/engine.js';
 import { vectorById, vectorsOf } from '../support/vectors.js';
 
 const cents = (text: string | number): bigint => BigInt(Math.round(Number(text) * 100));
@@ -254,14 +254,7 @@ describe('invalid terms are rejected with the field at fault', () => {
     [{ balloon: 100_000n }, 'balloon'],
     [{ dayCount: 'ACT/ACT ISMA', frequency: 'biweekly' }, 'day_count'],
   ] as const)('%o → %s', (patch, field) => {
-    let error: unknown;
-    try {
-      buildSchedule({ ...base, ...patch });
-    } catch (e) {
-      error = e;
-    }
-    expect(error).toBeInstanceOf(EngineError);
-    expect((error as EngineError).field).toBe(field);
+    expect(engineError(() => buildSchedule({ ...base, ...patch })).field).toBe(field);
   });
 });
 
