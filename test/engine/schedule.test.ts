@@ -358,6 +358,8 @@ function checkInvariants(terms: ScheduleTerms): void {
   let interestSum = 0n;
   let capitalizedSum = 0n;
   let graceCapitalized = 0n;
+  let amortizedBase = terms.principal;
+  const periodRates: [bigint, bigint][] = [];
   let previousDue = terms.disbursementDate;
   const thirtyDayMonth = monthsPerPeriod(terms.frequency) * 30 || (terms.frequency === 'semimonthly' ? 15 : 0);
   for (const row of rows) {
@@ -379,6 +381,7 @@ function checkInvariants(terms: ScheduleTerms): void {
     if (basis !== undefined) {
       num = base * rate.num * BigInt(row.days);
       den = rate.den * basis;
+      if (row.kind === 'amortizing') periodRates.push([rate.num * BigInt(row.days), den]);
     } else {
       // ACT/ACT ISMA: the reference period is the regular period that ends on the due date
       const referenceStart = isoDate(toDayNumber(shiftPeriods(parseDate(row.dueDate), terms.frequency, -1, terms.endOfMonth)));
@@ -386,6 +389,7 @@ function checkInvariants(terms: ScheduleTerms): void {
       const yf = dayCount(dc, row.periodStart, row.dueDate, { terminationDate: rows.at(-1)!.dueDate, ...reference }).yearFraction;
       num = base * rate.num * yf.num;
       den = rate.den * yf.den;
+      if (row.kind === 'amortizing') periodRates.push([rate.num * yf.num, den]);
     }
     // the accrued interest is due, or capitalized (grace, or beyond a level payment)
     const accrued = row.interest + row.capitalizedInterest;
@@ -401,9 +405,26 @@ function checkInvariants(terms: ScheduleTerms): void {
     interestSum += row.interest;
     capitalizedSum += row.capitalizedInterest;
     if (row.kind === 'grace') graceCapitalized += row.capitalizedInterest;
+    if (row.kind === 'grace') amortizedBase = row.balance;
     previousDue = row.dueDate;
   }
   same(balance, 0n, 'balance');
+  // The level payment is the exact annuity over the amortizing periods' own rates,
+  // rounded once: B·Π(1+r) − X·Σ_k Π_{i>k}(1+r) = balloon, i.e. X = num / fSum.
+  if (!flat && terms.amortization === 'equal_installments') {
+    let growth = 1n;
+    let fSum = 0n;
+    let common = 1n;
+    for (const [rn, rd] of periodRates) {
+      growth *= rd + rn;
+      common *= rd;
+      fSum = fSum * (rd + rn) + common;
+    }
+    const numerator = amortizedBase * growth - (terms.balloon ?? 0n) * common;
+    const increment = terms.paymentIncrement ?? 1n;
+    check(s.payment % increment === 0n, `payment ${s.payment} is not a multiple of ${increment}`);
+    check(isRoundingOf(s.payment / increment, numerator, fSum * increment, terms.paymentRounding!), `payment ${s.payment} is not the ${terms.paymentRounding} rounding of the exact annuity`);
+  }
   same(principalSum, terms.principal + capitalizedSum, 'principalSum');
   same(s.totalPrincipal, principalSum, 's.totalPrincipal');
   same(s.totalInterest, interestSum, 's.totalInterest');
