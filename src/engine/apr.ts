@@ -504,6 +504,9 @@ function prepare(input: AprInput): Prepared {
   let regular: boolean;
   if (input.unitPeriod === undefined && singleAdvance && singlePayment) {
     // (b)(4)(ii): the unit-period is the term, up to one year; (b)(5)(vi)–(vii).
+    // (b)(3): a month runs to the same date of a later month, or to its last day when
+    // that date does not exist there (29 January → 28 February is one whole month).
+    if (isLastDayOfMonth(lastPayment.ymd)) lastPayment.anchor = Math.max(lastPayment.anchor, start.ymd.day);
     months.measure(lastPayment);
     const days = lastPayment.day - start.day;
     regular = true;

@@ -589,3 +589,20 @@ describe('appendixJApr properties', () => {
     );
   });
 });
+
+describe('Appendix J (b)(3): a month to a date that does not exist ends on the last day', () => {
+  it('29 January to 28 February is one whole month: the term is a month, 12 unit-periods a year', () => {
+    // A single advance and a single payment one month later: the APR is 12 × the monthly rate.
+    const result = appendixJApr({ advances: [{ date: '2014-01-29', amount: 1_000_000n }], payments: [{ date: '2014-02-28', amount: 1_010_000n }] });
+    expect(result.unitPeriod).toBe('term');
+    expect(result.unitPeriodsPerYear).toBe(12);
+    expect(Math.abs(result.aprNumber - 0.12)).toBeLessThan(1e-12);
+  });
+
+  it('30 January to 30 April is three whole months, 31 January to 30 April too', () => {
+    for (const start of ['2014-01-30', '2014-01-31']) {
+      const result = appendixJApr({ advances: [{ date: start, amount: 1_000_000n }], payments: [{ date: '2014-04-30', amount: 1_030_000n }] });
+      expect(result.unitPeriodsPerYear, start).toBe(4);
+    }
+  });
+});
