@@ -410,7 +410,10 @@ describe('30/360 US: Excel DAYS360 with method FALSE', () => {
   it('agrees with the OpenFormula 30US/360 steps on every date pair (property)', () => {
     fc.assert(
       fc.property(datePair(800), ([a, b]) => {
-        expect(countDays('30/360 US', a, b).days).toBe(openFormulaDays360(a, b));
+        // One deliberate difference: an empty period is zero days (the steps alone give
+        // 28 Feb → 28 Feb −2, because only the start moves to the 30th).
+        const same = a.year === b.year && a.month === b.month && a.day === b.day;
+        expect(countDays('30/360 US', a, b).days).toBe(same ? 0 : openFormulaDays360(a, b));
       }),
       { numRuns: 2000 },
     );
@@ -466,7 +469,9 @@ describe('30/360 rules of ISDA §4.16(f)–(h), as written, on every date pair',
         fc.property(datePair(800), fc.boolean(), ([a, b], endIsTermination) => {
           const termination = endIsTermination ? b : { year: 9999, month: 12, day: 31 };
           const result = countDays(convention, a, b, { terminationDate: termination });
-          expect(result.days).toBe(rule(a, b, termination));
+          // an empty period is zero days (the 30E/360 ISDA text alone gives 28 Feb → 28 Feb −2 when it terminates there)
+          const same = a.year === b.year && a.month === b.month && a.day === b.day;
+          expect(result.days).toBe(same ? 0 : rule(a, b, termination));
           expectRatio(result.yearFraction, ratio(BigInt(result.days), 360n));
         }),
         { numRuns: 1000 },
