@@ -57,8 +57,12 @@ export function isIsoDate(text: unknown): text is string {
 const TWO_DIGITS = Array.from({ length: 32 }, (_, n) => String(n).padStart(2, '0'));
 const MONTH_DAY = Array.from({ length: 13 * 32 }, (_, i) => `-${TWO_DIGITS[Math.floor(i / 32)]}-${TWO_DIGITS[i % 32]}`);
 
+// Year prefixes are made once each (a pure memo of constant strings): turning a number into a
+// string was most of the cost of formatting a schedule's dates.
+const YEARS: (string | undefined)[] = new Array<string | undefined>(10_000);
+
 export function formatDate(date: YearMonthDay): string {
-  const year = date.year >= 1000 ? String(date.year) : String(date.year).padStart(4, '0');
+  const year = (YEARS[date.year] ??= String(date.year).padStart(4, '0'));
   return year + (MONTH_DAY[date.month * 32 + date.day] as string);
 }
 
