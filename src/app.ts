@@ -7,6 +7,9 @@ import type { Kysely } from 'kysely';
 import type { Redis } from 'ioredis';
 import { createIdentityService, type IdentityService } from './identity/service.js';
 import type { IdentityDb } from './identity/repository.js';
+import type { LedgerDb } from './ledger/repository.js';
+import { createLedgerService, type LedgerService } from './ledger/service.js';
+import { registerLedgerRoutes } from './ledger/routes.js';
 import { registerIdentityRoutes } from './identity/routes.js';
 import { registerCalculatorRoutes } from './calculators/routes.js';
 import { createTokenSigner } from './identity/tokens.js';
@@ -35,7 +38,7 @@ import {
 } from './platform/rate-limit.js';
 
 /** Every table the application knows. */
-export type AppDatabase = IdentityDb;
+export type AppDatabase = IdentityDb & LedgerDb;
 
 export interface AppDeps {
   readonly config: Config;
@@ -66,8 +69,17 @@ export interface BuiltApp {
   readonly cipher: FieldCipher;
   readonly metrics: Metrics;
   readonly rateLimitStore: RateLimitStore;
+  readonly ledger: LedgerService;
   /** Call when shutdown begins: readiness turns 503 while in-flight requests finish. */
   beginShutdown(): void;
+}
+
+/**
+ * One part's view of the application database. Kysely's types are invariant in the
+ * table map, so the database holding every part's tables is narrowed here, in one place.
+ */
+function partView<PartDb>(db: Kysely<AppDatabase>): Kysely<PartDb> {
+  return db as unknown as Kysely<PartDb>;
 }
 
 export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
@@ -89,7 +101,7 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
     : memoryStore;
 
   const identity = createIdentityService({
-    db,
+    db: partView<IdentityDb>(db),
     cipher,
     signer,
     clock,
@@ -134,6 +146,8 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
 
   registerIdentityRoutes(app, identity);
   registerCalculatorRoutes(app);
+  const ledger = createLedgerService({ db: partView<LedgerDb>(db), clock });
+  registerLedgerRoutes(app, ledger);
   deps.extraRoutes?.(app);
 
   await registerDocsRoutes(app);
@@ -145,6 +159,7 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
     cipher,
     metrics,
     rateLimitStore,
+    ledger,
     beginShutdown() {
       shuttingDown = true;
     },

@@ -1,0 +1,87 @@
+/** Ledger I/O: Kysely queries only, no decisions. Every function takes the executor. */
+import { sql, type Kysely } from 'kysely';
+import type { LedgerTables } from './schema.js';
+
+export type LedgerDb = LedgerTables;
+/** A database or a transaction (Transaction extends Kysely). */
+export type LedgerExecutor = Kysely<LedgerDb>;
+
+export interface EntryRow {
+  id: string;
+  entry_date: string;
+  posted_at: Date;
+  description: string;
+  loan_id: string | null;
+  source_type: string;
+  source_id: string | null;
+  reverses_entry_id: string | null;
+}
+
+export interface LineRow {
+  entry_id: string;
+  line_no: number;
+  account_code: string;
+  currency: string;
+  amount: bigint;
+}
+
+export function listAccounts(db: LedgerExecutor) {
+  return db.selectFrom('ledger_accounts').select(['code', 'number', 'name', 'type', 'normal_balance']).orderBy('number').execute();
+}
+
+export async function insertEntry(
+  db: LedgerExecutor,
+  entry: Omit<EntryRow, 'posted_at'> & { created_by: string | null; posted_at: Date },
+  lines: readonly LineRow[],
+): Promise<void> {
+  await db.insertInto('journal_entries').values(entry).execute();
+  await db.insertInto('journal_lines').values([...lines]).execute();
+}
+
+const ENTRY_COLUMNS = ['id', 'entry_date', 'posted_at', 'description', 'loan_id', 'source_type', 'source_id', 'reverses_entry_id'] as const;
+
+export function findEntry(db: LedgerExecutor, id: string): Promise<EntryRow | undefined> {
+  return db.selectFrom('journal_entries').select(ENTRY_COLUMNS).where('id', '=', id).executeTakeFirst();
+}
+
+export function findReversalOf(db: LedgerExecutor, id: string): Promise<{ id: string } | undefined> {
+  return db.selectFrom('journal_entries').select('id').where('reverses_entry_id', '=', id).executeTakeFirst();
+}
+
+export function linesOf(db: LedgerExecutor, entryIds: readonly string[]): Promise<LineRow[]> {
+  if (entryIds.length === 0) return Promise.resolve([]);
+  return db
+    .selectFrom('journal_lines')
+    .select(['entry_id', 'line_no', 'account_code', 'currency', 'amount'])
+    .where('entry_id', 'in', [...entryIds])
+    .orderBy('entry_id')
+    .orderBy('line_no')
+    .execute();
+}
+
+/** Entries in posting order (posted_at, id), after a cursor entry, optionally for one loan. */
+export async function listEntries(db: LedgerExecutor, filter: { loanId?: string | undefined; limit: number; after?: EntryRow | undefined }): Promise<EntryRow[]> {
+  let query = db.selectFrom('journal_entries').select(ENTRY_COLUMNS);
+  if (filter.loanId !== undefined) query = query.where('loan_id', '=', filter.loanId);
+  if (filter.after !== undefined) {
+    const { posted_at, id } = filter.after;
+    query = query.where((eb) => eb.or([eb('posted_at', '>', posted_at), eb.and([eb('posted_at', '=', posted_at), eb('id', '>', id)])]));
+  }
+  return query.orderBy('posted_at').orderBy('id').limit(filter.limit).execute();
+}
+
+/** Debit and credit sums per account and currency, for entries dated on or before asOf (all when null). */
+export function sumsByAccount(db: LedgerExecutor, asOf: string | null) {
+  let query = db
+    .selectFrom('journal_lines as l')
+    .innerJoin('journal_entries as e', 'e.id', 'l.entry_id')
+    .select([
+      'l.account_code',
+      'l.currency',
+      sql<bigint>`coalesce(sum(l.amount) filter (where l.amount > 0), 0)::bigint`.as('debits'),
+      sql<bigint>`coalesce(-sum(l.amount) filter (where l.amount < 0), 0)::bigint`.as('credits'),
+    ])
+    .groupBy(['l.account_code', 'l.currency']);
+  if (asOf !== null) query = query.where('e.entry_date', '<=', asOf);
+  return query.execute();
+}
