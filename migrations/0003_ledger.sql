@@ -27,6 +27,7 @@ INSERT INTO ledger_accounts (code, number, name, type, normal_balance) VALUES
 
 CREATE TABLE journal_entries (
   id               uuid        PRIMARY KEY,
+  seq              bigint      GENERATED ALWAYS AS IDENTITY UNIQUE, -- posting order
   entry_date       date        NOT NULL,                    -- the business (value) date
   posted_at        timestamptz NOT NULL DEFAULT now(),
   description      text        NOT NULL CHECK (length(description) BETWEEN 1 AND 500),
@@ -38,7 +39,7 @@ CREATE TABLE journal_entries (
 );
 CREATE INDEX journal_entries_loan ON journal_entries (loan_id, entry_date, posted_at) WHERE loan_id IS NOT NULL;
 CREATE INDEX journal_entries_date ON journal_entries (entry_date);
-CREATE INDEX journal_entries_posted ON journal_entries (posted_at, id);
+CREATE INDEX journal_entries_loan_seq ON journal_entries (loan_id, seq) WHERE loan_id IS NOT NULL;
 
 CREATE TABLE journal_lines (
   entry_id     uuid    NOT NULL REFERENCES journal_entries (id),

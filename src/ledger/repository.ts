@@ -8,6 +8,8 @@ export type LedgerExecutor = Kysely<LedgerDb>;
 
 export interface EntryRow {
   id: string;
+  /** Posting order (assigned by the database; 0n before insert). */
+  seq: bigint;
   entry_date: string;
   posted_at: Date;
   description: string;
@@ -31,14 +33,14 @@ export function listAccounts(db: LedgerExecutor) {
 
 export async function insertEntry(
   db: LedgerExecutor,
-  entry: Omit<EntryRow, 'posted_at'> & { created_by: string | null; posted_at: Date },
+  entry: Omit<EntryRow, 'seq'> & { created_by: string | null },
   lines: readonly LineRow[],
 ): Promise<void> {
   await db.insertInto('journal_entries').values(entry).execute();
   await db.insertInto('journal_lines').values([...lines]).execute();
 }
 
-const ENTRY_COLUMNS = ['id', 'entry_date', 'posted_at', 'description', 'loan_id', 'source_type', 'source_id', 'reverses_entry_id'] as const;
+const ENTRY_COLUMNS = ['id', 'seq', 'entry_date', 'posted_at', 'description', 'loan_id', 'source_type', 'source_id', 'reverses_entry_id'] as const;
 
 export function findEntry(db: LedgerExecutor, id: string): Promise<EntryRow | undefined> {
   return db.selectFrom('journal_entries').select(ENTRY_COLUMNS).where('id', '=', id).executeTakeFirst();
@@ -59,15 +61,12 @@ export function linesOf(db: LedgerExecutor, entryIds: readonly string[]): Promis
     .execute();
 }
 
-/** Entries in posting order (posted_at, id), after a cursor entry, optionally for one loan. */
+/** Entries in posting order, after a cursor entry, optionally for one loan. */
 export async function listEntries(db: LedgerExecutor, filter: { loanId?: string | undefined; limit: number; after?: EntryRow | undefined }): Promise<EntryRow[]> {
   let query = db.selectFrom('journal_entries').select(ENTRY_COLUMNS);
   if (filter.loanId !== undefined) query = query.where('loan_id', '=', filter.loanId);
-  if (filter.after !== undefined) {
-    const { posted_at, id } = filter.after;
-    query = query.where((eb) => eb.or([eb('posted_at', '>', posted_at), eb.and([eb('posted_at', '=', posted_at), eb('id', '>', id)])]));
-  }
-  return query.orderBy('posted_at').orderBy('id').limit(filter.limit).execute();
+  if (filter.after !== undefined) query = query.where('seq', '>', filter.after.seq);
+  return query.orderBy('seq').limit(filter.limit).execute();
 }
 
 /** Debit and credit sums per account and currency, for entries dated on or before asOf (all when null). */

@@ -13,6 +13,8 @@ export interface LedgerAccountsTable {
 
 export interface JournalEntriesTable {
   id: string;
+  /** Posting order, assigned by the database. */
+  seq: ColumnType<bigint, never, never>;
   entry_date: string;
   posted_at: ColumnType<Date, Date | undefined, never>;
   description: string;

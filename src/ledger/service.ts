@@ -34,6 +34,8 @@ export interface LedgerService {
   entries(filter: { loanId?: string; limit: number; startingAfter?: string }): Promise<{ data: JournalEntry[]; hasMore: boolean }>;
 }
 
+type NewEntry = Omit<EntryRow, 'seq'>;
+
 const KNOWN_ACCOUNTS: ReadonlySet<string> = new Set(ACCOUNT_CODES);
 
 function unbalanced(detail: string): AppError {
@@ -57,7 +59,7 @@ function checkedLines(input: JournalEntryInput): Omit<LineRow, 'entry_id'>[] {
   return lines;
 }
 
-function toEntry(row: EntryRow, lines: readonly LineRow[]): JournalEntry {
+function toEntry(row: Omit<EntryRow, 'seq'>, lines: readonly LineRow[]): JournalEntry {
   return {
     id: row.id,
     entryDate: row.entry_date,
@@ -77,11 +79,16 @@ export function createLedgerService(deps: LedgerDeps): LedgerService {
   const { db } = deps;
   const clock = deps.clock ?? (() => new Date());
 
+  async function accounts(): Promise<Account[]> {
+    const rows = await repo.listAccounts(db);
+    return rows.map((r) => ({ code: r.code, number: r.number, name: r.name, type: r.type, normalBalance: r.normal_balance }));
+  }
+
   async function inTransaction<T>(tx: Transaction<LedgerDb> | undefined, work: (trx: Transaction<LedgerDb>) => Promise<T>): Promise<T> {
     return tx ? work(tx) : db.transaction().execute(work);
   }
 
-  async function write(trx: Transaction<LedgerDb>, row: EntryRow, createdBy: string | undefined, lines: Omit<LineRow, 'entry_id'>[]): Promise<JournalEntry> {
+  async function write(trx: Transaction<LedgerDb>, row: NewEntry, createdBy: string | undefined, lines: Omit<LineRow, 'entry_id'>[]): Promise<JournalEntry> {
     const withEntry = lines.map((l) => ({ ...l, entry_id: row.id }));
     await repo.insertEntry(trx, { ...row, created_by: createdBy ?? null }, withEntry);
     return toEntry(row, withEntry);
@@ -90,7 +97,7 @@ export function createLedgerService(deps: LedgerDeps): LedgerService {
   return {
     async post(input, tx) {
       const lines = checkedLines(input);
-      const row: EntryRow = {
+      const row: NewEntry = {
         id: randomUUID(),
         entry_date: input.entryDate,
         posted_at: clock(),
@@ -109,7 +116,7 @@ export function createLedgerService(deps: LedgerDeps): LedgerService {
         if (!original) throw new AppError('entry_not_found');
         if (await repo.findReversalOf(trx, entryId)) throw new AppError('entry_already_reversed');
         const lines = (await repo.linesOf(trx, [entryId])).map((l) => ({ line_no: l.line_no, account_code: l.account_code, currency: l.currency, amount: -l.amount }));
-        const row: EntryRow = {
+        const row: NewEntry = {
           id: randomUUID(),
           entry_date: input.entryDate,
           posted_at: clock(),
@@ -123,14 +130,11 @@ export function createLedgerService(deps: LedgerDeps): LedgerService {
       });
     },
 
-    async accounts() {
-      const rows = await repo.listAccounts(db);
-      return rows.map((r) => ({ code: r.code, number: r.number, name: r.name, type: r.type, normalBalance: r.normal_balance }));
-    },
+    accounts,
 
     async trialBalance(asOf) {
-      const [accounts, sums] = await Promise.all([this.accounts(), repo.sumsByAccount(db, asOf ?? null)]);
-      const byCode = new Map(accounts.map((a) => [a.code, a]));
+      const [chart, sums] = await Promise.all([accounts(), repo.sumsByAccount(db, asOf ?? null)]);
+      const byCode = new Map(chart.map((a) => [a.code, a]));
       const rows = sums
         .map((s) => ({ account: byCode.get(s.account_code) as Account, currency: s.currency, debits: s.debits, credits: s.credits }))
         .sort((a, b) => a.account.number.localeCompare(b.account.number) || a.currency.localeCompare(b.currency));
