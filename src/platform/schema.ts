@@ -1,4 +1,4 @@
-/** Kysely table types for the platform's own tables (migrations/0001_platform.sql). */
+/** Kysely table types for the platform's own tables (migrations/0001_platform.sql, 0004_outbox.sql). */
 import type { ColumnType, Generated, JSONColumnType, Kysely } from 'kysely';
 
 export interface IdempotencyKeysTable {
@@ -30,9 +30,25 @@ export interface AuditLogTable {
   hash: string;
 }
 
+export interface OutboxEventsTable {
+  /** GENERATED ALWAYS AS IDENTITY: never inserted or updated. */
+  id: ColumnType<bigint, never, never>;
+  event_id: ColumnType<string, string, never>;
+  topic: ColumnType<string, string, never>;
+  aggregate_type: ColumnType<string, string, never>;
+  aggregate_id: ColumnType<string, string, never>;
+  /** Inserted as canonical JSON text (src/platform/canonical-json.ts). */
+  payload: ColumnType<Record<string, unknown>, string, never>;
+  occurred_at: ColumnType<Date, Date | undefined, never>;
+  published_at: Date | null;
+  attempts: Generated<number>;
+  last_error: string | null;
+}
+
 export interface PlatformTables {
   idempotency_keys: IdempotencyKeysTable;
   audit_log: AuditLogTable;
+  outbox_events: OutboxEventsTable;
 }
 
 /**
