@@ -10,6 +10,10 @@ import type { IdentityDb } from './identity/repository.js';
 import type { LedgerDb } from './ledger/repository.js';
 import { createLedgerService, type LedgerService } from './ledger/service.js';
 import { registerLedgerRoutes } from './ledger/routes.js';
+import { createServicingMetrics } from './servicing/metrics.js';
+import type { ServicingDb } from './servicing/repository.js';
+import { registerServicingRoutes } from './servicing/routes.js';
+import { createServicingService, type ServicingDatabase, type ServicingService } from './servicing/service.js';
 import { registerIdentityRoutes } from './identity/routes.js';
 import { registerCalculatorRoutes } from './calculators/routes.js';
 import { createTokenSigner } from './identity/tokens.js';
@@ -38,7 +42,7 @@ import {
 } from './platform/rate-limit.js';
 
 /** Every table the application knows. */
-export type AppDatabase = IdentityDb & LedgerDb;
+export type AppDatabase = IdentityDb & LedgerDb & ServicingDb;
 
 export interface AppDeps {
   readonly config: Config;
@@ -70,6 +74,7 @@ export interface BuiltApp {
   readonly metrics: Metrics;
   readonly rateLimitStore: RateLimitStore;
   readonly ledger: LedgerService;
+  readonly servicing: ServicingService;
   /** Call when shutdown begins: readiness turns 503 while in-flight requests finish. */
   beginShutdown(): void;
 }
@@ -148,6 +153,8 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
   registerCalculatorRoutes(app);
   const ledger = createLedgerService({ db: partView<LedgerDb>(db), clock });
   registerLedgerRoutes(app, ledger);
+  const servicing = createServicingService({ db: partView<ServicingDatabase>(db), ledger, clock, logger, metrics: createServicingMetrics(metrics.registry) });
+  registerServicingRoutes(app, servicing);
   deps.extraRoutes?.(app);
 
   await registerDocsRoutes(app);
@@ -160,6 +167,7 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
     metrics,
     rateLimitStore,
     ledger,
+    servicing,
     beginShutdown() {
       shuttingDown = true;
     },
