@@ -13,6 +13,8 @@ import { registerLedgerRoutes } from './ledger/routes.js';
 import { createServicingMetrics } from './servicing/metrics.js';
 import type { ServicingDb } from './servicing/repository.js';
 import { registerServicingRoutes } from './servicing/routes.js';
+import { createEodService, type EodService } from './servicing/eod.js';
+import { registerEodRoutes } from './servicing/eod-routes.js';
 import { createServicingService, type ServicingDatabase, type ServicingService } from './servicing/service.js';
 import { registerIdentityRoutes } from './identity/routes.js';
 import { registerCalculatorRoutes } from './calculators/routes.js';
@@ -75,6 +77,7 @@ export interface BuiltApp {
   readonly rateLimitStore: RateLimitStore;
   readonly ledger: LedgerService;
   readonly servicing: ServicingService;
+  readonly eod: EodService;
   /** Call when shutdown begins: readiness turns 503 while in-flight requests finish. */
   beginShutdown(): void;
 }
@@ -155,6 +158,8 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
   registerLedgerRoutes(app, ledger);
   const servicing = createServicingService({ db: partView<ServicingDatabase>(db), ledger, clock, logger, metrics: createServicingMetrics(metrics.registry) });
   registerServicingRoutes(app, servicing);
+  const eod = createEodService({ db: partView<ServicingDatabase>(db), ledger, clock, logger, chunkSize: config.eodChunkSize });
+  registerEodRoutes(app, eod, logger);
   deps.extraRoutes?.(app);
 
   await registerDocsRoutes(app);
@@ -168,6 +173,7 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
     rateLimitStore,
     ledger,
     servicing,
+    eod,
     beginShutdown() {
       shuttingDown = true;
     },

@@ -17,6 +17,8 @@ import { createLogger, type Logger } from './platform/logger.js';
 import { migrateUp, migrationStatus, pendingMigrations } from './platform/migrate.js';
 import { packageVersion } from './platform/paths.js';
 import { createRedis } from './platform/redis.js';
+import { createEodScheduler } from './servicing/eod-schedule.js';
+import { formatMoney, isCurrency } from './engine/index.js';
 import type { Redis } from 'ioredis';
 import type { Kysely } from 'kysely';
 
@@ -142,6 +144,8 @@ async function serve(): Promise<void> {
   purgeOnce();
   const purge = setInterval(purgeOnce, 3_600_000);
   purge.unref();
+  const eodScheduler = cfg.eodSchedule === undefined ? undefined : createEodScheduler({ eod: built.eod, logger, clock: () => new Date(), at: cfg.eodSchedule });
+  eodScheduler?.start();
 
   logger.info(
     {
@@ -184,6 +188,7 @@ async function serve(): Promise<void> {
     }, cfg.http.shutdownGraceMs);
     force.unref();
     clearInterval(purge);
+    void eodScheduler?.stop();
     // app.close stops accepting, lets in-flight requests finish, then runs onClose hooks.
     app
       .close()
@@ -238,6 +243,8 @@ const ENVIRONMENT: Record<string, string> = {
   SHUTDOWN_GRACE_MS: 'how long SIGTERM waits for in-flight requests (default 10000)',
   DB_POOL_MAX: 'PostgreSQL connections per process (default 10)',
   DB_STATEMENT_TIMEOUT_MS: 'PostgreSQL statement timeout (default 30000; migrations are exempt)',
+  EOD_SCHEDULE: 'HH:MM (UTC): serving processes close the business date daily at this time; unset: only on request',
+  EOD_CHUNK_SIZE: 'loans per end-of-day transaction (default 500)',
 };
 
 function environmentHelp(names: readonly (keyof typeof ENVIRONMENT)[]): string {
@@ -326,6 +333,55 @@ user
       }
     });
   });
+
+program
+  .command('eod')
+  .description(
+    'Close a business date for the whole book: interest recognized, delinquency aged, late fees, charge-off by policy, ' +
+      'subledger reconciled with the general ledger; then the business date moves to the next day. A run that stopped ' +
+      'part-way resumes where it stopped. Exits 1 when the reconciliation finds a break.',
+  )
+  .option('--date <YYYY-MM-DD>', 'the date to close (default: the business date)')
+  .option('--until <YYYY-MM-DD>', 'close every date from the business date through this one')
+  .addHelpText('after', environmentHelp([...DATABASE_ENV, 'EOD_CHUNK_SIZE']))
+  .action(async (opts: { date?: string; until?: string }) => {
+    const cfg = config();
+    const logger = createLogger({ level: cfg.logLevel });
+    const balanced = await withDatabase(cfg, logger, async (database) => {
+      await requireMigrated(database);
+      const built = await buildApp({ config: cfg, logger, database });
+      try {
+        const dates: (string | undefined)[] = [];
+        if (opts.until === undefined) dates.push(opts.date);
+        else for (const d of datesThrough(await built.eod.businessDate(), opts.until)) dates.push(d);
+        let ok = true;
+        for (const date of dates) {
+          const started = Date.now();
+          const run = await built.eod.run({ date, actorId: null });
+          const seconds = (Date.now() - started) / 1000;
+          const accrued = Object.entries(run.accrued).map(([c, v]) => `${c} ${isCurrency(c) ? formatMoney(v, c) : v.toString()}`).join(', ') || 'none';
+          process.stdout.write(
+            `closed ${run.businessDate}: ${run.loansProcessed} loan(s) in ${run.chunks} chunk(s), ${seconds.toFixed(1)} s; interest recognized ${accrued}; ` +
+              `${run.lateFees} late fee(s), ${run.chargeOffs} charge-off(s), ${run.newlyDelinquent} newly delinquent; ` +
+              `reconciliation ${run.reconciliation?.balanced ? 'balanced' : 'BROKEN'}\n`,
+          );
+          for (const b of run.reconciliation?.breaks ?? []) process.stdout.write(`  break: ${b.currency} ${b.account}: general ledger ${b.gl}, loans ${b.subledger}\n`);
+          ok &&= run.reconciliation?.balanced ?? false;
+        }
+        return ok;
+      } finally {
+        await built.app.close();
+      }
+    });
+    if (!balanced) process.exitCode = 1;
+  });
+
+/** Every date from `from` through `to`. */
+function datesThrough(from: string, to: string): string[] {
+  const out: string[] = [];
+  for (let d = new Date(`${from}T00:00:00Z`); d.toISOString().slice(0, 10) <= to; d = new Date(d.getTime() + 86_400_000)) out.push(d.toISOString().slice(0, 10));
+  return out;
+}
 
 const audit = program.command('audit').description('The append-only audit log');
 audit

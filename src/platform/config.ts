@@ -55,6 +55,10 @@ export interface Config {
   readonly calculationThreadPoolSize: number;
   readonly serperApiKey: string | undefined;
   readonly geminiApiKey: string | undefined;
+  /** 'HH:MM' (UTC): when serving processes close the business date each day; unset: only on request. */
+  readonly eodSchedule: string | undefined;
+  /** Loans per end-of-day chunk transaction. */
+  readonly eodChunkSize: number;
 }
 
 export class ConfigError extends Error {
@@ -173,6 +177,8 @@ const envSchema = z.object({
   CALCULATION_THREAD_POOL_SIZE: intFrom(2, 1, 256),
   SERPER_API_KEY: optionalString,
   GEMINI_API_KEY: optionalString,
+  EOD_SCHEDULE: optionalString.refine((v) => v === undefined || /^([01]\d|2[0-3]):[0-5]\d$/.test(v), { message: 'must be a UTC time of day as HH:MM, e.g. "00:30"' }),
+  EOD_CHUNK_SIZE: intFrom(500, 1, 100_000),
 });
 
 export interface LoadConfigOptions {
@@ -285,6 +291,8 @@ export function loadConfig(
     calculationThreadPoolSize: e.CALCULATION_THREAD_POOL_SIZE,
     serperApiKey: e.SERPER_API_KEY,
     geminiApiKey: e.GEMINI_API_KEY,
+    eodSchedule: e.EOD_SCHEDULE,
+    eodChunkSize: e.EOD_CHUNK_SIZE,
   };
   return Object.freeze(config);
 }

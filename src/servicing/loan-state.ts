@@ -682,3 +682,47 @@ export function glFromJson(json: unknown): Record<AccountCode, bigint> {
   for (const [k, v] of Object.entries(obj ?? {})) out[k] = BigInt(v);
   return out;
 }
+
+// ---------------------------------------------------------------------------
+// End of day
+// ---------------------------------------------------------------------------
+
+export interface EndOfDay {
+  /** The loan advanced to the date: interest recognized, credit applied. */
+  readonly advanced: LoanState;
+  /** After the day's own transactions (late fees, a charge-off by policy). */
+  readonly state: LoanState;
+  /** The transactions end of day adds, with their effects, in order. */
+  readonly events: readonly { readonly event: LoanEvent; readonly effect: EventEffect }[];
+}
+
+/**
+ * Closes `date` for one loan: advances it, charges a late fee on every installment
+ * unpaid `graceDays` after its due date (once each), and charges it off when it is
+ * `chargeOffDays` past due. The added transactions are ordinary ones, so a later
+ * replay re-evaluates them (a backdated payment that cures the arrears undoes them).
+ */
+export function endOfDay(state: LoanState, terms: LoanTerms, date: string, nextSeq: number): EndOfDay {
+  const advanced = advance(state, terms, date);
+  let current = advanced;
+  let seq = nextSeq;
+  const events: { event: LoanEvent; effect: EventEffect }[] = [];
+  const push = (event: LoanEvent) => {
+    const step = applyEvent(current, terms, event);
+    if (!step.effect.applied) return;
+    current = step.state;
+    events.push({ event, effect: step.effect });
+    seq++;
+  };
+  if (current.status === 'active' && terms.lateFee !== null) {
+    const d = day(date);
+    for (const i of current.installments) {
+      if (day(i.dueDate) + terms.lateFee.graceDays > d) break;
+      if (!i.lateFeeCharged && (i.principal > i.paidPrincipal || i.interest > i.paidInterest)) push({ type: 'late_fee', seq, date, installment: i.number });
+    }
+  }
+  if (current.status === 'active' && terms.chargeOffDays !== null && daysPastDue(current, date) >= terms.chargeOffDays) {
+    push({ type: 'charge_off', seq, date, policy: true });
+  }
+  return { advanced, state: current, events };
+}

@@ -185,3 +185,117 @@ export async function insertCheckpoint(db: ServicingExecutor, row: { loan_id: st
 export async function deleteCheckpointsFrom(db: ServicingExecutor, loanId: string, date: string): Promise<void> {
   await db.deleteFrom('loan_checkpoints').where('loan_id', '=', loanId).where('value_date', '>=', date).execute();
 }
+
+// ---------------------------------------------------------------------------
+// End of day
+// ---------------------------------------------------------------------------
+
+/** The next active loans not yet closed for `date`, locked; rows another transaction holds are skipped. */
+export function lockEodChunk(db: ServicingExecutor, date: string, afterId: string | null, limit: number) {
+  let q = db
+    .selectFrom('loans')
+    .select(['id', 'currency', 'terms', 'state', 'gl', 'last_seq', 'delinquency_bucket'])
+    .where('status', '=', 'active')
+    .where((eb) => eb.or([eb('closed_through', 'is', null), eb('closed_through', '<', date)]));
+  if (afterId !== null) q = q.where('id', '>', afterId);
+  return q.orderBy('id').limit(limit).forUpdate().skipLocked().execute();
+}
+
+export async function countEodRemaining(db: ServicingExecutor, date: string): Promise<number> {
+  const row = await db
+    .selectFrom('loans')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .where('status', '=', 'active')
+    .where((eb) => eb.or([eb('closed_through', 'is', null), eb('closed_through', '<', date)]))
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+export interface EodLoanUpdate {
+  id: string;
+  status: string;
+  state: string;
+  gl: string;
+  last_seq: number;
+  as_of: string | null;
+  principal_outstanding: bigint;
+  days_past_due: number;
+  delinquency_bucket: string;
+  next_due_date: string | null;
+}
+
+/** One statement for a whole chunk: the loans' new state and closed_through = date. */
+export async function updateLoansClosed(db: ServicingExecutor, date: string, rows: readonly EodLoanUpdate[]): Promise<void> {
+  if (rows.length === 0) return;
+  const col = <K extends keyof EodLoanUpdate>(k: K) => rows.map((r) => r[k]);
+  await sql`
+    update loans l set
+      status = v.status, state = v.state, gl = v.gl, last_seq = v.last_seq, as_of = v.as_of,
+      principal_outstanding = v.principal_outstanding, days_past_due = v.days_past_due,
+      delinquency_bucket = v.delinquency_bucket, next_due_date = v.next_due_date,
+      closed_through = ${date}::date, version = l.version + 1, updated_at = now()
+    from unnest(${col('id')}::uuid[], ${col('status')}::text[], ${col('state')}::jsonb[], ${col('gl')}::jsonb[], ${col('last_seq')}::int[],
+                ${col('as_of')}::date[], ${col('principal_outstanding').map(String)}::bigint[], ${col('days_past_due')}::int[],
+                ${col('delinquency_bucket')}::text[], ${col('next_due_date')}::date[])
+      as v(id, status, state, gl, last_seq, as_of, principal_outstanding, days_past_due, delinquency_bucket, next_due_date)
+    where l.id = v.id`.execute(db);
+}
+
+export async function insertTransactions(db: ServicingExecutor, rows: Parameters<typeof insertTransaction>[1][]): Promise<void> {
+  if (rows.length === 0) return;
+  await db.insertInto('loan_transactions').values(rows).execute();
+}
+
+const RUN_COLUMNS = ['id', 'business_date', 'status', 'loans_total', 'loans_processed', 'chunks', 'accrued', 'late_fees', 'charge_offs', 'newly_delinquent', 'reconciliation', 'error', 'started_at', 'finished_at', 'started_by'] as const;
+export type EodRunRow = Awaited<ReturnType<typeof findRun>> & {};
+
+/** Creates the run of a date, or returns the existing one (a run per date). */
+export async function claimRun(db: ServicingExecutor, row: { id: string; business_date: string; loans_total: number; started_by: string | null }) {
+  await db.insertInto('eod_runs').values({ ...row, status: 'running', accrued: '{}' }).onConflict((oc) => oc.column('business_date').doNothing()).execute();
+  return db.selectFrom('eod_runs').select(RUN_COLUMNS).where('business_date', '=', row.business_date).executeTakeFirstOrThrow();
+}
+
+export function findRun(db: ServicingExecutor, id: string) {
+  return db.selectFrom('eod_runs').select(RUN_COLUMNS).where('id', '=', id).executeTakeFirst();
+}
+
+export function listRuns(db: ServicingExecutor, limit: number) {
+  return db.selectFrom('eod_runs').select(RUN_COLUMNS).orderBy('business_date', 'desc').limit(limit).execute();
+}
+
+export async function addRunProgress(db: ServicingExecutor, id: string, p: { loans: number; lateFees: number; chargeOffs: number; delinquent: number; accrued: Record<string, string> }): Promise<void> {
+  await sql`
+    update eod_runs set
+      loans_processed = loans_processed + ${p.loans}, chunks = chunks + 1,
+      late_fees = late_fees + ${p.lateFees}, charge_offs = charge_offs + ${p.chargeOffs}, newly_delinquent = newly_delinquent + ${p.delinquent},
+      accrued = (select coalesce(jsonb_object_agg(k, total::text), '{}'::jsonb) from (
+                   select k, sum(v::bigint) as total from (
+                     select key as k, value as v from jsonb_each_text(accrued)
+                     union all select key, value from jsonb_each_text(${JSON.stringify(p.accrued)}::jsonb)
+                   ) parts group by k) sums)
+    where id = ${id}`.execute(db);
+}
+
+export async function finishRun(db: ServicingExecutor, id: string, set: { status: 'completed' | 'failed'; reconciliation?: string | null; error?: string | null }): Promise<void> {
+  await db.updateTable('eod_runs').set({ ...set, finished_at: sql<Date>`now()` }).where('id', '=', id).execute();
+}
+
+export async function restartRun(db: ServicingExecutor, id: string, loansTotal: number): Promise<void> {
+  await db.updateTable('eod_runs').set({ status: 'running', error: null, finished_at: null, loans_total: sql<number>`loans_processed + ${loansTotal}` }).where('id', '=', id).execute();
+}
+
+/** Per account and currency: the GL over servicing entries and the loans' posted vectors. */
+export async function reconciliationSums(db: ServicingExecutor) {
+  const gl = await sql<{ currency: string; account: string; total: string }>`
+    select l.currency, l.account_code as account, sum(l.amount)::text as total
+    from journal_lines l join journal_entries e on e.id = l.entry_id
+    where e.source_type like 'servicing.%' group by l.currency, l.account_code`.execute(db);
+  const sub = await sql<{ currency: string; account: string; total: string }>`
+    select currency, key as account, sum(value::bigint)::text as total from loans, jsonb_each_text(gl) group by currency, key`.execute(db);
+  return { gl: gl.rows, subledger: sub.rows };
+}
+
+export async function ensurePartitions(db: ServicingExecutor, firstMonth: string, months: number): Promise<number> {
+  const r = await sql<{ n: number }>`select loan_transactions_ensure_partitions(${firstMonth}::date, ${months}) as n`.execute(db);
+  return r.rows[0]?.n ?? 0;
+}

@@ -12,7 +12,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
 import { compareDates, formatMoney, isEngineError, parseDate, parseMoney, type OverpaymentMode } from '../engine/index.js';
-import type { AccountCode, JournalLineInput } from '../ledger/model.js';
+import type { AccountCode } from '../ledger/model.js';
 import type { LedgerDb } from '../ledger/repository.js';
 import type { LedgerService } from '../ledger/service.js';
 import { appendAudit } from '../platform/audit.js';
@@ -43,6 +43,7 @@ import {
 } from './loan-state.js';
 import type { LoanStatus, LoanTerms, Product, ProductTerms, TransactionType } from './model.js';
 import { checkLoanAgainstProduct, checkProductTerms, loanTermsFromJson, productTermsFromJson, termsToJson } from './products.js';
+import { differenceLines } from './posting.js';
 import * as repo from './repository.js';
 import type { LoanRow, ServicingDb, TransactionRow } from './repository.js';
 
@@ -249,11 +250,7 @@ export function createServicingService(deps: ServicingDeps) {
     target: Record<AccountCode, bigint>,
     meta: { entryDate: string; description: string; sourceType: string; sourceId: string; createdBy: string | null },
   ): Promise<string | null> {
-    const lines: JournalLineInput[] = [];
-    for (const account of Object.keys(target) as AccountCode[]) {
-      const diff = target[account] - (posted[account] ?? 0n);
-      if (diff !== 0n) lines.push({ account, currency, side: diff > 0n ? 'debit' : 'credit', amount: diff > 0n ? diff : -diff });
-    }
+    const lines = differenceLines(posted, target, currency);
     if (lines.length === 0) return null;
     const entry = await ledger.post({ ...meta, loanId, createdBy: meta.createdBy ?? undefined, lines }, ledgerTx(trx));
     return entry.id;
