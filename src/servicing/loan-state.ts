@@ -100,7 +100,10 @@ export interface EventEffect {
   /** Applied per component (repayments, recoveries). */
   readonly totals?: Readonly<Record<Component, bigint>>;
   readonly lines?: readonly AllocationLine[];
+  /** Overpayment of this transaction kept as a credit balance. */
   readonly creditBalance?: bigint;
+  /** Credit balance the loan already had that this transaction used (a payoff); totals = amount + creditApplied − creditBalance. */
+  readonly creditApplied?: bigint;
   readonly prepayment?: { readonly mode: string; readonly amount: bigint } | null;
   readonly payoff?: boolean;
   readonly explanation: readonly string[];
@@ -505,7 +508,9 @@ function repay(state: LoanState, terms: LoanTerms, date: string, amount: bigint,
   const parts = payoffParts(state, terms, date);
   const payoff = parts.principal + parts.interest + parts.fee + parts.penalty;
   const received = { ...state, received: state.received + amount };
-  if (amount >= payoff) {
+  // A credit balance the borrower already has counts towards a payoff.
+  if (amount + state.credit >= payoff) {
+    const creditApplied = payoff > amount ? payoff - amount : 0n;
     // Payoff: every installment is settled; the current period's interest stops at `date`
     // and later periods owe none. The rest is a credit balance.
     const lines: AllocationLine[] = [];
@@ -526,11 +531,12 @@ function repay(state: LoanState, terms: LoanTerms, date: string, amount: bigint,
         amount,
         totals: parts,
         lines,
-        creditBalance: amount - payoff,
+        creditBalance: amount > payoff ? amount - payoff : 0n,
+        creditApplied,
         prepayment: null,
         payoff: true,
         explanation: [
-          `Payment of ${fmt(amount)} on ${date} pays the loan off (payoff amount ${fmt(payoff)}: principal ${fmt(parts.principal)}, interest to date ${fmt(parts.interest)}, fees ${fmt(parts.fee)}, penalties ${fmt(parts.penalty)}).`,
+          `Payment of ${fmt(amount)} on ${date}${creditApplied > 0n ? ` with ${fmt(creditApplied)} of credit balance` : ''} pays the loan off (payoff amount ${fmt(payoff)}: principal ${fmt(parts.principal)}, interest to date ${fmt(parts.interest)}, fees ${fmt(parts.fee)}, penalties ${fmt(parts.penalty)}).`,
           ...(amount > payoff ? [`Overpayment of ${fmt(amount - payoff)} kept as a credit balance.`] : []),
         ],
       },

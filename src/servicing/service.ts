@@ -157,6 +157,7 @@ function effectJson(effect: EventEffect, currency: string): Record<string, unkno
       ? { lines: effect.lines.map((l) => ({ installment: l.installment, due_date: l.dueDate, status: l.status, component: l.component, amount: money(l.amount) })) }
       : {}),
     ...(effect.creditBalance !== undefined ? { credit_balance: money(effect.creditBalance) } : {}),
+    ...(effect.creditApplied !== undefined && effect.creditApplied > 0n ? { credit_applied: money(effect.creditApplied) } : {}),
     ...(effect.prepayment !== undefined ? { prepayment: effect.prepayment === null ? null : { mode: effect.prepayment.mode, amount: money(effect.prepayment.amount) } } : {}),
     ...(effect.payoff !== undefined ? { payoff: effect.payoff } : {}),
     explanation: effect.explanation,
