@@ -124,6 +124,12 @@ export const ServicingProblem = defineProblems({
     title: 'Business date out of order',
     description: 'End of day closes the current business date or a later one, never an earlier one.',
   },
+  loan_busy: {
+    // 5xx, so the platform releases the Idempotency-Key and the same request can be retried.
+    status: 503,
+    title: 'Loan busy',
+    description: 'Another operation on this loan held it longer than the wait allowed (a long end-of-day chunk or a burst of payments). Nothing was changed; retry after the Retry-After interval with the same Idempotency-Key.',
+  },
   eod_run_not_found: { status: 404, title: 'End-of-day run not found', description: 'No end-of-day run has this id.' },
   eod_run_in_progress: {
     status: 409,

@@ -90,16 +90,32 @@ export function lockLoan(db: ServicingExecutor, id: string, borrowerId?: string)
   return q.forUpdate().executeTakeFirst();
 }
 
+/** Writes the loan if it is still at `version`; returns false when another writer got there first. */
 export async function updateLoan(
   db: ServicingExecutor,
   id: string,
+  version: number,
   set: { status: string; state: string; gl: string; last_seq: number; as_of: string | null; principal_outstanding: bigint; days_past_due: number; delinquency_bucket: string; next_due_date: string | null; closed_through?: string | null },
-): Promise<void> {
-  await db
+): Promise<boolean> {
+  const result = await db
     .updateTable('loans')
     .set({ ...set, version: sql<number>`version + 1`, updated_at: sql<Date>`now()` })
     .where('id', '=', id)
-    .execute();
+    .where('version', '=', version)
+    .executeTakeFirst();
+  return result.numUpdatedRows === 1n;
+}
+
+/** Waits for a loan's row lock at most this long, then gives up (loan_busy) instead of holding a connection. */
+export async function limitLockWait(db: ServicingExecutor, ms: number): Promise<void> {
+  await sql`select set_config('lock_timeout', ${`${ms}ms`}, true)`.execute(db);
+}
+
+/** The journal entries a loan transaction posted, in posting order (read for an idempotent replay). */
+export async function entriesOfTransaction(db: ServicingExecutor, loanId: string, transactionId: string): Promise<{ id: string; source_type: string }[]> {
+  const result = await sql<{ id: string; source_type: string }>`
+    select id, source_type from journal_entries where loan_id = ${loanId} and source_id = ${transactionId} order by seq`.execute(db);
+  return result.rows;
 }
 
 export async function setLoanStatus(db: ServicingExecutor, id: string, status: string): Promise<void> {

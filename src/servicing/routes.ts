@@ -1,5 +1,5 @@
 /** Servicing HTTP routes: schemas and handlers only; the rules live in service.ts and loan-state.ts. */
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import {
   ALLOCATION_STRATEGY_NAMES,
@@ -291,6 +291,12 @@ function commandView(r: CommandResult): z.infer<typeof commandResponse> {
   return { transaction: transactionView(r.transaction), loan: loanView(r.loan), journal_entry_ids: [...r.journalEntryIds], backdated: r.backdated };
 }
 
+/** 201 with the result; a result the service found already done under the same key says so like the platform's replays. */
+function sendCommand(reply: FastifyReply, result: CommandResult) {
+  if (result.replayed) void reply.header('idempotent-replayed', 'true');
+  return reply.code(201).send(commandView(result));
+}
+
 function viewer(request: FastifyRequest): Viewer {
   const p = request.principal;
   if (!p) throw new AppError('unauthenticated');
@@ -466,7 +472,7 @@ export function registerServicingRoutes(app: App, servicing: ServicingService): 
         response: { 201: commandResponse },
       },
     },
-    async (request, reply) => reply.code(201).send(commandView(await servicing.disburse(request.params.id, request.body, context(request)))),
+    async (request, reply) => sendCommand(reply, await servicing.disburse(request.params.id, request.body, context(request))),
   );
   app.post(
     '/v1/loans/:id/payments',
@@ -485,7 +491,7 @@ export function registerServicingRoutes(app: App, servicing: ServicingService): 
         response: { 201: commandResponse },
       },
     },
-    async (request, reply) => reply.code(201).send(commandView(await servicing.pay(request.params.id, request.body, context(request)))),
+    async (request, reply) => sendCommand(reply, await servicing.pay(request.params.id, request.body, context(request))),
   );
   app.post(
     '/v1/loans/:id/charges',
@@ -493,17 +499,17 @@ export function registerServicingRoutes(app: App, servicing: ServicingService): 
       config: moneyMoving(STAFF),
       schema: { tags, summary: 'Charge a fee to the loan', params: idParams, body: z.strictObject({ amount, date: isoDate.optional(), description: reason }), response: { 201: commandResponse } },
     },
-    async (request, reply) => reply.code(201).send(commandView(await servicing.charge(request.params.id, request.body, context(request)))),
+    async (request, reply) => sendCommand(reply, await servicing.charge(request.params.id, request.body, context(request))),
   );
   app.post(
     '/v1/loans/:id/charge-off',
     { config: moneyMoving(STAFF), schema: { tags, summary: 'Charge the loan off', params: idParams, body: z.strictObject({ date: isoDate.optional(), reason }), response: { 201: commandResponse } } },
-    async (request, reply) => reply.code(201).send(commandView(await servicing.chargeOff(request.params.id, request.body, context(request)))),
+    async (request, reply) => sendCommand(reply, await servicing.chargeOff(request.params.id, request.body, context(request))),
   );
   app.post(
     '/v1/loans/:id/write-off',
     { config: moneyMoving(ADMIN), schema: { tags, summary: 'Write the loan off (final; no recoveries)', params: idParams, body: z.strictObject({ date: isoDate.optional(), reason }), response: { 201: commandResponse } } },
-    async (request, reply) => reply.code(201).send(commandView(await servicing.writeOff(request.params.id, request.body, context(request)))),
+    async (request, reply) => sendCommand(reply, await servicing.writeOff(request.params.id, request.body, context(request))),
   );
   app.post(
     '/v1/loans/:id/transactions/:transaction_id/reversal',
@@ -518,7 +524,7 @@ export function registerServicingRoutes(app: App, servicing: ServicingService): 
         response: { 201: commandResponse },
       },
     },
-    async (request, reply) => reply.code(201).send(commandView(await servicing.reverse(request.params.id, request.params.transaction_id, request.body, context(request)))),
+    async (request, reply) => sendCommand(reply, await servicing.reverse(request.params.id, request.params.transaction_id, request.body, context(request))),
   );
   app.get(
     '/v1/loans/:id/transactions',

@@ -63,6 +63,8 @@ export interface ServicingDeps {
   readonly metrics?: ServicingMetricsPort;
   /** Write a replay checkpoint after every this many transactions (default 25). */
   readonly checkpointEvery?: number;
+  /** How long a command waits for a loan another command is changing before answering loan_busy (default 5000). */
+  readonly lockWaitMs?: number;
 }
 
 /** Who is asking: borrowers see and move only their own loans. */
@@ -133,6 +135,13 @@ function parseAmount(text: string, currency: string, field = 'amount'): bigint {
   }
   if (minor <= 0n) throw new AppError('validation_failed', { detail: `${field} must be positive`, errors: [{ pointer: `#/${field}`, location: 'body', detail: 'must be positive' }] });
   return minor;
+}
+
+/** A lock wait that timed out (SQLSTATE 55P03) becomes loan_busy; anything else passes through. */
+function busyOr(error: unknown): unknown {
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '55P03'
+    ? new AppError('loan_busy', { headers: { 'retry-after': '1' }, cause: error })
+    : error;
 }
 
 function todayFrom(clock: () => Date): string {
@@ -206,6 +215,7 @@ export type ServicingService = ReturnType<typeof createServicingService>;
 export function createServicingService(deps: ServicingDeps) {
   const { db, ledger, clock } = deps;
   const checkpointEvery = deps.checkpointEvery ?? 25;
+  const lockWaitMs = deps.lockWaitMs ?? 5_000;
   const ledgerTx = (trx: Transaction<ServicingDatabase>) => trx as unknown as Transaction<LedgerDb>;
   // Kysely types are invariant in the table map: each part sees its own tables.
   const s = (executor: Kysely<ServicingDatabase>) => executor as unknown as Kysely<ServicingDb>;
@@ -300,7 +310,8 @@ export function createServicingService(deps: ServicingDeps) {
 
   async function saveLoan(trx: Transaction<ServicingDatabase>, row: LoanRow, terms: LoanTerms, state: LoanState, lastSeq: number, today: string): Promise<void> {
     const balances = balancesOf(state, terms, today);
-    await repo.updateLoan(s(trx), row.id, {
+    // The row lock makes this always true; the version check makes a lost update impossible even if a caller forgot the lock.
+    const written = await repo.updateLoan(s(trx), row.id, row.version, {
       status: state.status,
       state: JSON.stringify(stateToJson(state)),
       gl: JSON.stringify(glToJson(glOf(state, terms))),
@@ -311,6 +322,7 @@ export function createServicingService(deps: ServicingDeps) {
       delinquency_bucket: balances.bucket,
       next_due_date: balances.nextDue?.dueDate ?? null,
     });
+    if (!written) throw new Error(`loan ${row.id} changed under its row lock (version ${row.version})`);
   }
 
   function statusEvents(loanId: string, from: LoanStatus, to: LoanStatus, date: string, extra: Record<string, unknown>): OutboxEvent[] {
@@ -354,6 +366,7 @@ export function createServicingService(deps: ServicingDeps) {
         db,
         async (trx) => {
           const today = await businessDate(trx);
+          await repo.limitLockWait(s(trx), lockWaitMs);
           const row = await loadVisible(trx, loanId, ctx.viewer, true);
           if (ctx.idempotencyKey !== undefined) {
             const hash = sha256Hex(canonicalJson({ operation, request }));
@@ -361,7 +374,10 @@ export function createServicingService(deps: ServicingDeps) {
             if (earlier) {
               if (earlier.request_hash !== hash) throw new AppError('idempotency_key_reused', { detail: 'This Idempotency-Key was used on this loan for a different request.' });
               const tx = earlier.transaction_id === null ? undefined : await repo.findTransaction(s(trx), loanId, earlier.transaction_id);
-              if (tx) return { transaction: transactionView(tx), loan: details(row, today), journalEntryIds: [], backdated: false, replayed: true };
+              if (tx) {
+                const entries = await repo.entriesOfTransaction(s(trx), loanId, tx.id);
+                return { transaction: transactionView(tx), loan: details(row, today), journalEntryIds: entries.map((e) => e.id), backdated: entries.some((e) => e.source_type === 'servicing.replay'), replayed: true };
+              }
             }
           }
           const terms = loanTermsFromJson(row.terms);
@@ -410,7 +426,8 @@ export function createServicingService(deps: ServicingDeps) {
       );
       deps.metrics?.command(operation, 'ok', seconds());
       return result;
-    } catch (error) {
+    } catch (caught) {
+      const error = busyOr(caught);
       deps.metrics?.command(operation, error instanceof AppError ? 'refused' : 'error', seconds());
       throw error;
     }
@@ -630,6 +647,7 @@ export function createServicingService(deps: ServicingDeps) {
         db,
         async (trx) => {
           const today = await businessDate(trx);
+          await repo.limitLockWait(s(trx), lockWaitMs);
           const row = await loadVisible(trx, id, ctx.viewer, true);
           const tx = await repo.findTransaction(s(trx), id, transactionId);
           if (!tx) throw new AppError('transaction_not_found');
@@ -665,7 +683,9 @@ export function createServicingService(deps: ServicingDeps) {
           return { transaction: transactionView(reversed as TransactionRow), loan: details(saved as LoanRow, today), journalEntryIds: entry ? [entry] : [], backdated: true, replayed: false };
         },
         { onRetry: (reason) => deps.metrics?.retried(reason) },
-      );
+      ).catch((error: unknown) => {
+        throw busyOr(error);
+      });
     },
 
     async cancel(id: string, ctx: CommandContext): Promise<LoanDetails> {
@@ -674,7 +694,7 @@ export function createServicingService(deps: ServicingDeps) {
         const row = await loadVisible(trx, id, ctx.viewer, true);
         if (row.status !== 'pending_disbursement') throw stateError(row.status, 'cancellation');
         const state: LoanState = { ...stateFromJson(row.state), status: 'cancelled' };
-        await repo.updateLoan(s(trx), id, { status: 'cancelled', state: JSON.stringify(stateToJson(state)), gl: JSON.stringify(row.gl), last_seq: row.last_seq, as_of: row.as_of, principal_outstanding: 0n, days_past_due: 0, delinquency_bucket: 'current', next_due_date: null });
+        await repo.updateLoan(s(trx), id, row.version, { status: 'cancelled', state: JSON.stringify(stateToJson(state)), gl: JSON.stringify(row.gl), last_seq: row.last_seq, as_of: row.as_of, principal_outstanding: 0n, days_past_due: 0, delinquency_bucket: 'current', next_due_date: null });
         await appendAudit<ServicingDatabase>(trx, { action: 'loan.cancelled', actorId: ctx.viewer.userId, subjectType: 'loan', subjectId: id, ip: ctx.ip, requestId: ctx.requestId }, clock());
         await appendOutbox<ServicingDatabase>(trx, { topic: 'loan.cancelled', aggregateType: 'loan', aggregateId: id, payload: { loan_id: id } });
         return details((await repo.findLoan(s(trx), id)) as LoanRow, today);
