@@ -580,8 +580,9 @@ export function applyEvent(state: LoanState, terms: LoanTerms, event: LoanEvent)
     case 'disbursement':
       return disburse(at, terms, event.date, event.amount);
     case 'repayment':
-      return repay(at, terms, event.date, event.amount, event.overpayment);
+      return cashIn(at, terms, event.date, event.amount, event.overpayment);
     case 'fee': {
+      if (at.status !== 'active') return { state: at, effect: { applied: false, amount: 0n, explanation: [`No fee on ${event.date}: the loan is ${at.status.replace('_', ' ')} by then.`] } };
       const d = day(event.date);
       let index = at.installments.findIndex((i) => day(i.dueDate) >= d);
       if (index < 0) index = at.installments.length - 1;
@@ -618,25 +619,44 @@ export function applyEvent(state: LoanState, terms: LoanTerms, event: LoanEvent)
       return { state: next, effect: { applied: true, amount: total, explanation: [`Charged off ${fmt(total)} on ${event.date}${event.policy ? ' by policy' : ''}.`] } };
     }
     case 'write_off': {
+      if (at.status !== 'active' && at.status !== 'charged_off') return { state: at, effect: { applied: false, amount: 0n, explanation: [`No write-off on ${event.date}: the loan is ${at.status.replace('_', ' ')} by then.`] } };
       const next = chargeOff(at, terms, event.date, 'written_off');
       const total = next.chargedOff.principal + next.chargedOff.interest + next.chargedOff.fees;
       return { state: next, effect: { applied: true, amount: total, explanation: [`Written off on ${event.date} (${fmt(total)} charged off in all).`] } };
     }
-    case 'recovery': {
-      const open = at.chargedOff.principal + at.chargedOff.interest + at.chargedOff.fees - at.recovered;
-      const recovered = event.amount < open ? event.amount : open;
-      const extra = event.amount - recovered;
-      return {
-        state: { ...at, received: at.received + event.amount, recovered: at.recovered + recovered, credit: at.credit + extra },
-        effect: {
-          applied: true,
-          amount: event.amount,
-          creditBalance: extra,
-          explanation: [`Recovery of ${fmt(recovered)} on a charged-off loan${extra > 0n ? `; ${fmt(extra)} above the charged-off balance kept as a credit` : ''}.`],
-        },
-      };
-    }
+    case 'recovery':
+      return cashIn(at, terms, event.date, event.amount, undefined);
   }
+}
+
+/**
+ * Money received, whatever the loan's state by then: a repayment while it is active, a
+ * recovery once it is charged off or written off, a credit balance once it is paid off.
+ * A replay may move a transaction past a state change (a backdated charge-off before a
+ * later payment), so the state decides, not the transaction's type.
+ */
+function cashIn(at: LoanState, terms: LoanTerms, date: string, amount: bigint, overpayment: OverpaymentMode | undefined): { state: LoanState; effect: EventEffect } {
+  const fmt = (v: bigint) => formatMoney(v, terms.currency);
+  if (at.status === 'active') return repay(at, terms, date, amount, overpayment);
+  if (at.status === 'charged_off' || at.status === 'written_off') {
+    const open = at.chargedOff.principal + at.chargedOff.interest + at.chargedOff.fees - at.recovered;
+    const recovered = amount < open ? amount : open;
+    const extra = amount - recovered;
+    return {
+      state: { ...at, received: at.received + amount, recovered: at.recovered + recovered, credit: at.credit + extra },
+      effect: {
+        applied: true,
+        amount,
+        creditBalance: extra,
+        explanation: [`Recovery of ${fmt(recovered)} on a charged-off loan${extra > 0n ? `; ${fmt(extra)} above the charged-off balance kept as a credit` : ''}.`],
+      },
+    };
+  }
+  // Paid off (or not yet disbursed): nothing is owed, so it is all owed back.
+  return {
+    state: { ...at, received: at.received + amount, credit: at.credit + amount, status: at.status === 'paid_off' ? 'overpaid' : at.status },
+    effect: { applied: true, amount, creditBalance: amount, explanation: [`Payment of ${fmt(amount)} on ${date}: nothing is owed, kept as a credit balance.`] },
+  };
 }
 
 /** Order of application: value date, then sequence. */
