@@ -110,6 +110,26 @@ describe(`end of day (${dbTarget})`, () => {
     await expectBooksBalanced(servicingDb(t));
   });
 
+  it('a payment on a delinquent loan pays the late fee and the arrears first and cures the delinquency', async () => {
+    await setBusinessDate(t, '2026-08-01');
+    const product = await createProduct(t, admin, { late_fee: { fee: { kind: 'percent', rate: '0.05' }, grace_days: 5 }, charge_off_days: null });
+    const borrower = await t.userWithRole('borrower');
+    const loan = await bookLoan(t, admin, { product_id: product.id, borrower_id: borrower.id, principal: '12000.00', annual_rate: '0.12', term: 12 });
+    expect((await post(t, admin, `/v1/loans/${loan.id}/disbursements`, {})).statusCode).toBe(201);
+    await runEod('2026-09-06'); // installment 1 (due 09-01) unpaid for 5 days: 5 % of 1,066.19 = 53.31
+    let l = await loanOf(loan.id);
+    expect(l).toMatchObject({ days_past_due: 6, delinquency_bucket: '1-30', balances: { penalties_outstanding: '53.31' } });
+    const pay = await post(t, borrower.token, `/v1/loans/${loan.id}/payments`, { amount: '1119.50' });
+    expect(pay.statusCode).toBe(201);
+    const lines = pay.json<{ transaction: { effect: { lines: { component: string; amount: string }[] } } }>().transaction.effect.lines;
+    expect(lines.map((x) => `${x.component}:${x.amount}`)).toEqual(['penalty:53.31', 'interest:120.00', 'principal:946.19']);
+    l = await loanOf(loan.id);
+    expect(l).toMatchObject({ days_past_due: 0, delinquency_bucket: 'current', balances: { penalties_outstanding: '0.00' } });
+    await expectBooksBalanced(servicingDb(t));
+    // Out of the way of the next test, which counts the open book.
+    expect((await post(t, admin, `/v1/loans/${loan.id}/write-off`, { reason: 'test cleanup' })).statusCode).toBe(201);
+  });
+
   it('a run that fails part-way resumes where it stopped: each loan is closed once for the date', async () => {
     await setBusinessDate(t, '2027-01-09');
     const product = await createProduct(t, admin);
