@@ -13,7 +13,7 @@
  * steps measured alone on the same row (JSON parse, the fold, the ledger vector and
  * balances, serialization). The target is 1,000,000 loans in under 10 minutes.
  *
- *   npx tsx bench/eod.ts [--loans 100000] [--chunks 500,2000] [--term 36] [--due-date true] [--workers 1]
+ *   npx tsx bench/eod.ts [--loans 100000] [--chunks 500,2000] [--term 36] [--due-date true] [--workers 1] [--lanes 2]
  * --workers 2 runs two eod.process loops over the same run (they share the book with
  * FOR UPDATE SKIP LOCKED), to see what overlapping Node and PostgreSQL would give (each
  * loop reconciles the book when it finds no loan left, so that part is done twice).
@@ -37,6 +37,7 @@ const { values: flags } = parseArgs({
     term: { type: 'string', default: '36' },
     'due-date': { type: 'string', default: 'true' },
     workers: { type: 'string', default: '1' },
+    lanes: { type: 'string', default: '2' },
   },
 });
 const LOANS = Number(flags.loans);
@@ -44,6 +45,7 @@ const CHUNKS = flags.chunks.split(',').map(Number);
 const TERM = Number(flags.term);
 const DUE_DATE_RUN = flags['due-date'] !== 'false';
 const WORKERS = Number(flags.workers);
+const LANES = Number(flags.lanes);
 const DISBURSED_ON = '2026-01-15';
 const FIRST_DUE = '2026-02-15';
 
@@ -63,7 +65,7 @@ interface Measured {
 
 async function closeDate(bench: Bench, sampler: SessionSampler, label: string, date: string, chunkSize: number): Promise<Measured> {
   const chunkSeconds: number[] = [];
-  const eod: EodService = bench.eod({ chunkSize, onChunk: (_loans, seconds) => chunkSeconds.push(seconds) });
+  const eod: EodService = bench.eod({ chunkSize, lanes: LANES, onChunk: (_loans, seconds) => chunkSeconds.push(seconds) });
   let gc = 0;
   let gcMajor = 0;
   const observer = new PerformanceObserver((list) => {
@@ -130,7 +132,7 @@ function pureSteps(row: { terms: unknown; state: unknown; gl: unknown; currency:
 
 async function main(): Promise<void> {
   const loadBefore = load();
-  const bench = await openBench('eod', { poolMax: 4 + WORKERS });
+  const bench = await openBench('eod', { poolMax: 4 + WORKERS * LANES });
   const sampler = await startSampler(bench.scratch.url);
   try {
     await setBusinessDate(bench, DISBURSED_ON);

@@ -158,7 +158,7 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
   registerLedgerRoutes(app, ledger);
   const servicing = createServicingService({ db: partView<ServicingDatabase>(db), ledger, clock, logger, metrics: createServicingMetrics(metrics.registry) });
   registerServicingRoutes(app, servicing);
-  const eod = createEodService({ db: partView<ServicingDatabase>(db), ledger, clock, logger, chunkSize: config.eodChunkSize });
+  const eod = createEodService({ db: partView<ServicingDatabase>(db), ledger, clock, logger, chunkSize: config.eodChunkSize, lanes: config.eodConcurrency });
   registerEodRoutes(app, eod, logger);
   deps.extraRoutes?.(app);
 

@@ -245,6 +245,7 @@ const ENVIRONMENT: Record<string, string> = {
   DB_STATEMENT_TIMEOUT_MS: 'PostgreSQL statement timeout (default 30000; migrations are exempt)',
   EOD_SCHEDULE: 'HH:MM (UTC): serving processes close the business date daily at this time; unset: only on request',
   EOD_CHUNK_SIZE: 'loans per end-of-day transaction (default 500)',
+  EOD_CONCURRENCY: 'end-of-day chunks in flight at once, each over its own slice of the book (default 2)',
 };
 
 function environmentHelp(names: readonly (keyof typeof ENVIRONMENT)[]): string {
@@ -343,7 +344,7 @@ program
   )
   .option('--date <YYYY-MM-DD>', 'the date to close (default: the business date)')
   .option('--until <YYYY-MM-DD>', 'close every date from the business date through this one')
-  .addHelpText('after', environmentHelp([...DATABASE_ENV, 'EOD_CHUNK_SIZE']))
+  .addHelpText('after', environmentHelp([...DATABASE_ENV, 'EOD_CHUNK_SIZE', 'EOD_CONCURRENCY']))
   .action(async (opts: { date?: string; until?: string }) => {
     const cfg = config();
     const logger = createLogger({ level: cfg.logLevel });

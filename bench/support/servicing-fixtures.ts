@@ -115,7 +115,7 @@ export interface Bench {
   /** The application (routes, auth, idempotency), when asked for. */
   readonly built: BuiltApp | undefined;
   /** An end-of-day service over the bench database (chunk size and chunk callback of its own). */
-  eod(options?: Pick<EodDeps, 'chunkSize' | 'onChunk'>): EodService;
+  eod(options?: Pick<EodDeps, 'chunkSize' | 'onChunk' | 'lanes'>): EodService;
   close(): Promise<void>;
 }
 

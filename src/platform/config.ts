@@ -59,6 +59,8 @@ export interface Config {
   readonly eodSchedule: string | undefined;
   /** Loans per end-of-day chunk transaction. */
   readonly eodChunkSize: number;
+  /** End-of-day chunks in flight at once, each over its own slice of the book. */
+  readonly eodConcurrency: number;
 }
 
 export class ConfigError extends Error {
@@ -179,6 +181,7 @@ const envSchema = z.object({
   GEMINI_API_KEY: optionalString,
   EOD_SCHEDULE: optionalString.refine((v) => v === undefined || /^([01]\d|2[0-3]):[0-5]\d$/.test(v), { message: 'must be a UTC time of day as HH:MM, e.g. "00:30"' }),
   EOD_CHUNK_SIZE: intFrom(500, 1, 100_000),
+  EOD_CONCURRENCY: intFrom(2, 1, 64),
 });
 
 export interface LoadConfigOptions {
@@ -293,6 +296,7 @@ export function loadConfig(
     geminiApiKey: e.GEMINI_API_KEY,
     eodSchedule: e.EOD_SCHEDULE,
     eodChunkSize: e.EOD_CHUNK_SIZE,
+    eodConcurrency: e.EOD_CONCURRENCY,
   };
   return Object.freeze(config);
 }

@@ -22,7 +22,7 @@ import { appendAudit } from '../platform/audit.js';
 import { AppError, coerceError } from '../platform/errors.js';
 import type { Logger } from '../platform/logger.js';
 import { appendOutbox, type OutboxEvent } from '../platform/outbox.js';
-import { balancesOf, endOfDay, glFromJson, glOf, glToJson, stateFromJson, stateToJson } from './loan-state.js';
+import { balancesOf, endOfDay, glFromJson, glOf, glToJson, stateFromJson, stateJsonText } from './loan-state.js';
 import { accumulateDifference, differenceLines, linesOfSum } from './posting.js';
 import { loanTermsFromJson } from './products.js';
 import * as repo from './repository.js';
@@ -36,6 +36,11 @@ export interface EodDeps {
   readonly logger: Logger;
   /** Loans per chunk transaction (default 500). */
   readonly chunkSize?: number;
+  /**
+   * Chunks processed at once, each over its own slice of the id space (default 2): one
+   * lane's SQL overlaps another's computation.
+   */
+  readonly lanes?: number;
   readonly onChunk?: (loans: number, seconds: number) => void;
 }
 
@@ -95,11 +100,18 @@ function runView(row: EodRunRow): EodRun {
 
 const nextDay = (date: string) => formatDate(addDays(parseDate(date), 1));
 
+/** `n` slices of the uuid space as (after, through] bounds, null = open end; together they cover every id once. */
+export function laneBounds(n: number): [string | null, string | null][] {
+  const last = (i: number) => `${(Math.floor((i * 0x1_0000_0000) / n) - 1).toString(16).padStart(8, '0')}-ffff-ffff-ffff-ffffffffffff`;
+  return Array.from({ length: n }, (_, i): [string | null, string | null] => [i === 0 ? null : last(i), i === n - 1 ? null : last(i + 1)]);
+}
+
 export type EodService = ReturnType<typeof createEodService>;
 
 export function createEodService(deps: EodDeps) {
   const { db, ledger, clock, logger } = deps;
   const chunkSize = deps.chunkSize ?? 500;
+  const lanes = laneBounds(deps.lanes ?? 2);
   const s = (executor: Kysely<ServicingDatabase>) => executor as unknown as Kysely<ServicingDb>;
   const sdb = s(db);
   const ledgerTx = (trx: Transaction<ServicingDatabase>) => trx as unknown as Transaction<LedgerDb>;
@@ -109,11 +121,11 @@ export function createEodService(deps: EodDeps) {
   }
 
   /** Closes up to chunkSize loans after `afterId`; returns the last id, or null when none was left. */
-  async function processChunk(run: { id: string; businessDate: string }, afterId: string | null): Promise<{ lastId: string | null; loans: number }> {
+  async function processChunk(run: { id: string; businessDate: string }, afterId: string | null, throughId: string | null): Promise<{ lastId: string | null; loans: number }> {
     const date = run.businessDate;
     const started = process.hrtime.bigint();
     const result = await db.transaction().execute(async (trx) => {
-      const rows = await repo.lockEodChunk(s(trx), date, afterId, chunkSize);
+      const rows = await repo.lockEodChunk(s(trx), date, afterId, throughId, chunkSize);
       if (rows.length === 0) return { lastId: null, loans: 0 };
       const accrual = new Map<string, bigint>();
       const updates: EodLoanUpdate[] = [];
@@ -167,7 +179,7 @@ export function createEodService(deps: EodDeps) {
         updates.push({
           id: row.id,
           status: closed.state.status,
-          state: JSON.stringify(stateToJson(closed.state)),
+          state: stateJsonText(closed.state),
           gl: JSON.stringify(glToJson(finalGl)),
           last_seq: row.last_seq + closed.events.length,
           as_of: closed.state.asOf,
@@ -220,14 +232,22 @@ export function createEodService(deps: EodDeps) {
     const run = { id: row.id, businessDate: row.business_date };
     try {
       for (;;) {
-        let afterId: string | null = null;
-        let processed = 0;
-        for (;;) {
-          const chunk = await processChunk(run, afterId);
-          if (chunk.lastId === null) break;
-          afterId = chunk.lastId;
-          processed += chunk.loans;
-        }
+        // allSettled: a failing lane must not leave another running after the run is marked failed.
+        const settled = await Promise.allSettled(
+          lanes.map(async ([from, to]) => {
+            let afterId = from;
+            let loans = 0;
+            for (;;) {
+              const chunk = await processChunk(run, afterId, to);
+              if (chunk.lastId === null) return loans;
+              afterId = chunk.lastId;
+              loans += chunk.loans;
+            }
+          }),
+        );
+        const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (failed) throw failed.reason;
+        const processed = settled.reduce((sum, r) => sum + (r.status === 'fulfilled' ? r.value : 0), 0);
         const remaining = await repo.countEodRemaining(sdb, run.businessDate);
         if (remaining === 0) break;
         // Loans locked by a payment were skipped; the next pass picks them up.

@@ -17,6 +17,7 @@
  */
 import {
   ALLOCATION_STRATEGIES,
+  type AccrualTerms,
   type AllocationLine,
   type AllocationResult,
   type Component,
@@ -149,8 +150,16 @@ function scheduleTerms(terms: LoanTerms, principal: bigint, start: string, term:
   };
 }
 
-function accrualTerms(terms: LoanTerms) {
-  return { annualRate: parseDecimal(terms.annualRate, 'annual_rate'), dayCount: terms.dayCount, rounding: terms.interestRounding };
+const accrualTermsOf = new WeakMap<LoanTerms, AccrualTerms>();
+
+/** The engine's accrual terms of a loan, parsed once per terms object (a fold calls this per installment). */
+function accrualTerms(terms: LoanTerms): AccrualTerms {
+  let parsed = accrualTermsOf.get(terms);
+  if (parsed === undefined) {
+    parsed = { annualRate: parseDecimal(terms.annualRate, 'annual_rate'), dayCount: terms.dayCount, rounding: terms.interestRounding };
+    accrualTermsOf.set(terms, parsed);
+  }
+  return parsed;
 }
 
 /** A fee under its rule, on a base amount, rounded like interest. */
@@ -190,7 +199,17 @@ function scheduleInstallments(terms: LoanTerms, principal: bigint, start: string
 // Derived figures
 // ---------------------------------------------------------------------------
 
-const day = (date: string): number => toDayNumber(parseDate(date));
+/** Day numbers of 'YYYY-MM-DD' strings, memoized: a book shares a few thousand dates, parsed millions of times. */
+const dayNumbers = new Map<string, number>();
+function day(date: string): number {
+  let n = dayNumbers.get(date);
+  if (n === undefined) {
+    n = toDayNumber(parseDate(date));
+    if (dayNumbers.size > 50_000) dayNumbers.clear();
+    dayNumbers.set(date, n);
+  }
+  return n;
+}
 
 export function outstandingOf(i: InstallmentState): ComponentTotals {
   return { principal: i.principal - i.paidPrincipal, interest: i.interest - i.paidInterest, fee: i.fee - i.paidFee, penalty: i.penalty - i.paidPenalty };
@@ -664,37 +683,102 @@ export function compareEvents(a: { date: string; seq: number }, b: { date: strin
   return compareDates(parseDate(a.date), parseDate(b.date)) || a.seq - b.seq;
 }
 
-/** Folds transactions (any order) over a state, then advances to `through` when given. */
-export function replay(from: LoanState, terms: LoanTerms, events: readonly LoanEvent[], through?: string | null): { state: LoanState; effects: Map<number, EventEffect> } {
+/**
+ * Folds transactions (any order) over a state, then advances to `through` when given.
+ * With `checkpointEvery`, also returns the state after every that many transactions
+ * (keyed by the transaction's date and sequence), for a replay to leave checkpoints behind.
+ */
+export function replay(
+  from: LoanState,
+  terms: LoanTerms,
+  events: readonly LoanEvent[],
+  through?: string | null,
+  checkpointEvery?: number,
+): { state: LoanState; effects: Map<number, EventEffect>; checkpoints: { seq: number; date: string; state: LoanState }[] } {
   let state = from;
   const effects = new Map<number, EventEffect>();
-  for (const event of [...events].sort(compareEvents)) {
+  const checkpoints: { seq: number; date: string; state: LoanState }[] = [];
+  [...events].sort(compareEvents).forEach((event, index) => {
     const step = applyEvent(state, terms, event);
     state = step.state;
     effects.set(event.seq, step.effect);
-  }
+    if (checkpointEvery !== undefined && (index + 1) % checkpointEvery === 0) checkpoints.push({ seq: event.seq, date: event.date, state });
+  });
   if (through !== undefined && through !== null) state = advance(state, terms, through);
-  return { state, effects };
+  return { state, effects, checkpoints };
 }
 
 // ---------------------------------------------------------------------------
 // Serialization (jsonb): bigints as decimal strings
 // ---------------------------------------------------------------------------
 
-type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
+// Explicit field by field: end of day converts a million states per run, and a generic
+// reviver or a stringify-then-parse round trip cost more than the loan math itself.
 
-const BIGINT_KEYS = new Set([
-  'disbursed', 'received', 'feesCharged', 'recovered', 'credit', 'principal', 'interest', 'fee', 'penalty', 'fees',
-  'basis', 'paidPrincipal', 'paidInterest', 'paidFee', 'paidPenalty',
-]);
+type Plain = Record<string, unknown>;
+const str = (v: bigint) => v.toString();
+const big = (v: unknown) => BigInt(v as string);
 
-export function stateToJson(state: LoanState): Json {
-  return JSON.parse(JSON.stringify(state, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))) as Json;
+function installmentToPlain(i: InstallmentState): Plain {
+  return {
+    number: i.number, periodStart: i.periodStart, dueDate: i.dueDate, days: i.days, basis: str(i.basis),
+    principal: str(i.principal), interest: str(i.interest), fee: str(i.fee), penalty: str(i.penalty),
+    paidPrincipal: str(i.paidPrincipal), paidInterest: str(i.paidInterest), paidFee: str(i.paidFee), paidPenalty: str(i.paidPenalty),
+    lateFeeCharged: i.lateFeeCharged,
+  };
 }
 
+function installmentFromPlain(p: Plain): InstallmentState {
+  return {
+    number: p.number as number, periodStart: p.periodStart as string, dueDate: p.dueDate as string, days: p.days as number, basis: big(p.basis),
+    principal: big(p.principal), interest: big(p.interest), fee: big(p.fee), penalty: big(p.penalty),
+    paidPrincipal: big(p.paidPrincipal), paidInterest: big(p.paidInterest), paidFee: big(p.paidFee), paidPenalty: big(p.paidPenalty),
+    lateFeeCharged: p.lateFeeCharged === true,
+  };
+}
+
+/** The state as a plain JSON value (bigints as decimal strings). */
+export function stateToJson(state: LoanState): Plain {
+  return {
+    status: state.status,
+    disbursed: str(state.disbursed),
+    firstDisbursementDate: state.firstDisbursementDate,
+    installments: state.installments.map(installmentToPlain),
+    asOf: state.asOf,
+    accrualEnd: state.accrualEnd,
+    received: str(state.received),
+    paid: { principal: str(state.paid.principal), interest: str(state.paid.interest), fee: str(state.paid.fee), penalty: str(state.paid.penalty) },
+    feesCharged: str(state.feesCharged),
+    chargedOff: { principal: str(state.chargedOff.principal), interest: str(state.chargedOff.interest), fees: str(state.chargedOff.fees) },
+    recovered: str(state.recovered),
+    credit: str(state.credit),
+  };
+}
+
+/** The state as JSON text, for a jsonb column. */
+export function stateJsonText(state: LoanState): string {
+  return JSON.stringify(stateToJson(state));
+}
+
+/** From jsonb as the driver returns it (parsed), or from JSON text. */
 export function stateFromJson(json: unknown): LoanState {
-  const text = typeof json === 'string' ? json : JSON.stringify(json);
-  return JSON.parse(text, (k, v: unknown) => (BIGINT_KEYS.has(k) && typeof v === 'string' ? BigInt(v) : v)) as LoanState;
+  const p = (typeof json === 'string' ? JSON.parse(json) : json) as Plain;
+  const paid = p.paid as Plain;
+  const co = p.chargedOff as Plain;
+  return {
+    status: p.status as LoanStatus,
+    disbursed: big(p.disbursed),
+    firstDisbursementDate: (p.firstDisbursementDate ?? null) as string | null,
+    installments: (p.installments as Plain[]).map(installmentFromPlain),
+    asOf: (p.asOf ?? null) as string | null,
+    accrualEnd: (p.accrualEnd ?? null) as string | null,
+    received: big(p.received),
+    paid: { principal: big(paid.principal), interest: big(paid.interest), fee: big(paid.fee), penalty: big(paid.penalty) },
+    feesCharged: big(p.feesCharged),
+    chargedOff: { principal: big(co.principal), interest: big(co.interest), fees: big(co.fees) },
+    recovered: big(p.recovered),
+    credit: big(p.credit),
+  };
 }
 
 /** The ledger vector as stored with the loan (what has been posted). */

@@ -90,25 +90,35 @@ export function lockLoan(db: ServicingExecutor, id: string, borrowerId?: string)
   return q.forUpdate().executeTakeFirst();
 }
 
-/** Writes the loan if it is still at `version`; returns false when another writer got there first. */
+/** Writes the loan if it is still at `version`; returns its new updated_at, or null when another writer got there first. */
 export async function updateLoan(
   db: ServicingExecutor,
   id: string,
   version: number,
   set: { status: string; state: string; gl: string; last_seq: number; as_of: string | null; principal_outstanding: bigint; days_past_due: number; delinquency_bucket: string; next_due_date: string | null; closed_through?: string | null },
-): Promise<boolean> {
+): Promise<Date | null> {
   const result = await db
     .updateTable('loans')
     .set({ ...set, version: sql<number>`version + 1`, updated_at: sql<Date>`now()` })
     .where('id', '=', id)
     .where('version', '=', version)
+    .returning('updated_at')
     .executeTakeFirst();
-  return result.numUpdatedRows === 1n;
+  return result?.updated_at ?? null;
 }
 
-/** Waits for a loan's row lock at most this long, then gives up (loan_busy) instead of holding a connection. */
-export async function limitLockWait(db: ServicingExecutor, ms: number): Promise<void> {
-  await sql`select set_config('lock_timeout', ${`${ms}ms`}, true)`.execute(db);
+/**
+ * Starts a command: lock waits in this transaction give up after `ms` (loan_busy rather
+ * than a connection held behind a busy loan), and the business date, in one round trip.
+ */
+export async function beginCommand(db: ServicingExecutor, ms: number): Promise<string | undefined> {
+  const r = await sql<{ today: string | null }>`select set_config('lock_timeout', ${`${ms}ms`}, true) as timeout, (select today from business_date) as today`.execute(db);
+  return r.rows[0]?.today ?? undefined;
+}
+
+/** Back to no lock timeout once the loan is held (the audit chain's lock must not give up). */
+export async function endLockWait(db: ServicingExecutor): Promise<void> {
+  await sql`select set_config('lock_timeout', '0', true)`.execute(db);
 }
 
 /** The journal entries a loan transaction posted, in posting order (read for an idempotent replay). */
@@ -144,8 +154,9 @@ export type TransactionRow = Awaited<ReturnType<typeof findTransaction>> & {};
 export async function insertTransaction(
   db: ServicingExecutor,
   row: { id: string; loan_id: string; seq: number; type: string; value_date: string; amount: bigint; currency: string; details: string; effect: string; journal_entry_id: string | null; idempotency_key: string | null; created_by: string | null },
-): Promise<void> {
-  await db.insertInto('loan_transactions').values(row).execute();
+): Promise<Date> {
+  const inserted = await db.insertInto('loan_transactions').values(row).returning('created_at').executeTakeFirstOrThrow();
+  return inserted.created_at;
 }
 
 export function findTransaction(db: ServicingExecutor, loanId: string, id: string) {
@@ -194,8 +205,9 @@ export function checkpointBefore(db: ServicingExecutor, loanId: string, date: st
     .executeTakeFirst();
 }
 
-export async function insertCheckpoint(db: ServicingExecutor, row: { loan_id: string; seq: number; value_date: string; state: string }): Promise<void> {
-  await db.insertInto('loan_checkpoints').values(row).onConflict((oc) => oc.doNothing()).execute();
+export async function insertCheckpoints(db: ServicingExecutor, rows: readonly { loan_id: string; seq: number; value_date: string; state: string }[]): Promise<void> {
+  if (rows.length === 0) return;
+  await db.insertInto('loan_checkpoints').values([...rows]).onConflict((oc) => oc.doNothing()).execute();
 }
 
 export async function deleteCheckpointsFrom(db: ServicingExecutor, loanId: string, date: string): Promise<void> {
@@ -206,14 +218,15 @@ export async function deleteCheckpointsFrom(db: ServicingExecutor, loanId: strin
 // End of day
 // ---------------------------------------------------------------------------
 
-/** The next active loans not yet closed for `date`, locked; rows another transaction holds are skipped. */
-export function lockEodChunk(db: ServicingExecutor, date: string, afterId: string | null, limit: number) {
+/** The next active loans (ids after `afterId`, up to `throughId`) not yet closed for `date`, locked; rows another transaction holds are skipped. */
+export function lockEodChunk(db: ServicingExecutor, date: string, afterId: string | null, throughId: string | null, limit: number) {
   let q = db
     .selectFrom('loans')
     .select(['id', 'currency', 'terms', 'state', 'gl', 'last_seq', 'delinquency_bucket'])
     .where('status', '=', 'active')
     .where((eb) => eb.or([eb('closed_through', 'is', null), eb('closed_through', '<', date)]));
   if (afterId !== null) q = q.where('id', '>', afterId);
+  if (throughId !== null) q = q.where('id', '<=', throughId);
   return q.orderBy('id').limit(limit).forUpdate().skipLocked().execute();
 }
 
@@ -240,20 +253,29 @@ export interface EodLoanUpdate {
   next_due_date: string | null;
 }
 
-/** One statement for a whole chunk: the loans' new state and closed_through = date. */
+/**
+ * One statement for a whole chunk: the loans' new state and closed_through = date. The rows
+ * travel as one JSON document built by concatenation, so the states (already JSON text)
+ * are not escaped again.
+ */
 export async function updateLoansClosed(db: ServicingExecutor, date: string, rows: readonly EodLoanUpdate[]): Promise<void> {
   if (rows.length === 0) return;
-  const col = <K extends keyof EodLoanUpdate>(k: K) => rows.map((r) => r[k]);
+  const q = (v: string | null) => (v === null ? 'null' : JSON.stringify(v));
+  const doc = `[${rows
+    .map(
+      (r) =>
+        `{"id":${q(r.id)},"status":${q(r.status)},"state":${r.state},"gl":${r.gl},"last_seq":${r.last_seq},"as_of":${q(r.as_of)},` +
+        `"principal_outstanding":"${r.principal_outstanding}","days_past_due":${r.days_past_due},"delinquency_bucket":${q(r.delinquency_bucket)},"next_due_date":${q(r.next_due_date)}}`,
+    )
+    .join(',')}]`;
   await sql`
     update loans l set
       status = v.status, state = v.state, gl = v.gl, last_seq = v.last_seq, as_of = v.as_of,
       principal_outstanding = v.principal_outstanding, days_past_due = v.days_past_due,
       delinquency_bucket = v.delinquency_bucket, next_due_date = v.next_due_date,
       closed_through = ${date}::date, version = l.version + 1, updated_at = now()
-    from unnest(${col('id')}::uuid[], ${col('status')}::text[], ${col('state')}::jsonb[], ${col('gl')}::jsonb[], ${col('last_seq')}::int[],
-                ${col('as_of')}::date[], ${col('principal_outstanding').map(String)}::bigint[], ${col('days_past_due')}::int[],
-                ${col('delinquency_bucket')}::text[], ${col('next_due_date')}::date[])
-      as v(id, status, state, gl, last_seq, as_of, principal_outstanding, days_past_due, delinquency_bucket, next_due_date)
+    from jsonb_to_recordset(${doc}::jsonb)
+      as v(id uuid, status text, state jsonb, gl jsonb, last_seq int, as_of date, principal_outstanding bigint, days_past_due int, delinquency_bucket text, next_due_date date)
     where l.id = v.id`.execute(db);
 }
 

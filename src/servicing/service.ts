@@ -34,7 +34,7 @@ import {
   payoffQuote,
   replay,
   stateFromJson,
-  stateToJson,
+  stateJsonText,
   type EventEffect,
   type LoanBalances,
   type LoanEvent,
@@ -227,21 +227,21 @@ export function createServicingService(deps: ServicingDeps) {
 
   const borrowerScope = (viewer: Viewer): string | undefined => (STAFF_VIEW.has(viewer.role) ? undefined : viewer.userId);
 
-  function details(row: LoanRow, today: string): LoanDetails {
-    const terms = loanTermsFromJson(row.terms);
-    const state = stateFromJson(row.state);
+  function details(row: LoanRow, today: string, known?: { terms: LoanTerms; state: LoanState; updatedAt: Date }): LoanDetails {
+    const terms = known?.terms ?? loanTermsFromJson(row.terms);
+    const state = known?.state ?? stateFromJson(row.state);
     return {
       id: row.id,
       borrowerId: row.borrower_id,
       productId: row.product_id,
       productVersion: row.product_version,
-      status: row.status as LoanStatus,
+      status: known === undefined ? (row.status as LoanStatus) : state.status,
       terms,
       state,
       businessDate: today,
       balances: balancesOf(state, terms, today),
       createdAt: row.created_at,
-      updatedAt: row.updated_at,
+      updatedAt: known?.updatedAt ?? row.updated_at,
     };
   }
 
@@ -279,8 +279,10 @@ export function createServicingService(deps: ServicingDeps) {
     const checkpoint = await repo.checkpointBefore(s(trx), row.id, from);
     const base = checkpoint ? stateFromJson(checkpoint.state) : newLoanState();
     const rows = await repo.activeTransactionsAfter(s(trx), row.id, checkpoint ? { value_date: checkpoint.value_date, seq: checkpoint.seq } : null);
-    const result = replay(base, terms, [...rows.map(eventOf), ...extra], current.asOf);
+    const result = replay(base, terms, [...rows.map(eventOf), ...extra], current.asOf, checkpointEvery);
     await repo.deleteCheckpointsFrom(s(trx), row.id, from);
+    // New checkpoints along the replayed stretch, so the next backdated change replays as little.
+    await repo.insertCheckpoints(s(trx), result.checkpoints.map((c) => ({ loan_id: row.id, seq: c.seq, value_date: c.date, state: stateJsonText(c.state) })));
     return { ...result, replayedTransactions: rows.length + extra.length };
   }
 
@@ -298,7 +300,7 @@ export function createServicingService(deps: ServicingDeps) {
       const main = await postDifference(trx, row.id, row.currency, accrualGl, glOf(step.state, terms), entryMeta(`servicing.${event.type}`, meta.description));
       if (main) entries.push(main);
       if (event.seq % checkpointEvery === 0) {
-        await repo.insertCheckpoint(s(trx), { loan_id: row.id, seq: event.seq, value_date: event.date, state: JSON.stringify(stateToJson(step.state)) });
+        await repo.insertCheckpoints(s(trx), [{ loan_id: row.id, seq: event.seq, value_date: event.date, state: stateJsonText(step.state) }]);
       }
       return { state: step.state, effect: step.effect, entries, backdated: false };
     }
@@ -308,12 +310,12 @@ export function createServicingService(deps: ServicingDeps) {
     return { state: replayed.state, effect, entries: entry ? [entry] : [], backdated: true };
   }
 
-  async function saveLoan(trx: Transaction<ServicingDatabase>, row: LoanRow, terms: LoanTerms, state: LoanState, lastSeq: number, today: string): Promise<void> {
+  async function saveLoan(trx: Transaction<ServicingDatabase>, row: LoanRow, terms: LoanTerms, state: LoanState, lastSeq: number, today: string): Promise<Date> {
     const balances = balancesOf(state, terms, today);
     // The row lock makes this always true; the version check makes a lost update impossible even if a caller forgot the lock.
     const written = await repo.updateLoan(s(trx), row.id, row.version, {
       status: state.status,
-      state: JSON.stringify(stateToJson(state)),
+      state: stateJsonText(state),
       gl: JSON.stringify(glToJson(glOf(state, terms))),
       last_seq: lastSeq,
       as_of: state.asOf,
@@ -322,7 +324,8 @@ export function createServicingService(deps: ServicingDeps) {
       delinquency_bucket: balances.bucket,
       next_due_date: balances.nextDue?.dueDate ?? null,
     });
-    if (!written) throw new Error(`loan ${row.id} changed under its row lock (version ${row.version})`);
+    if (written === null) throw new Error(`loan ${row.id} changed under its row lock (version ${row.version})`);
+    return written;
   }
 
   function statusEvents(loanId: string, from: LoanStatus, to: LoanStatus, date: string, extra: Record<string, unknown>): OutboxEvent[] {
@@ -365,9 +368,9 @@ export function createServicingService(deps: ServicingDeps) {
       const result = await inTransactionWithRetry(
         db,
         async (trx) => {
-          const today = await businessDate(trx);
-          await repo.limitLockWait(s(trx), lockWaitMs);
+          const today = (await repo.beginCommand(s(trx), lockWaitMs)) ?? (await businessDate(trx));
           const row = await loadVisible(trx, loanId, ctx.viewer, true);
+          await repo.endLockWait(s(trx));
           if (ctx.idempotencyKey !== undefined) {
             const hash = sha256Hex(canonicalJson({ operation, request }));
             const earlier = await repo.claimCommandKey(s(trx), { loan_id: loanId, idempotency_key: ctx.idempotencyKey, request_hash: hash });
@@ -394,7 +397,7 @@ export function createServicingService(deps: ServicingDeps) {
           const actor = ctx.viewer.userId;
           const applied = await applyNew(trx, row, terms, next.toEvent(seq), { transactionId, actor, description: next.description });
           const effect = effectJson(applied.effect, row.currency);
-          await repo.insertTransaction(s(trx), {
+          const txRow = {
             id: transactionId,
             loan_id: loanId,
             seq,
@@ -407,9 +410,10 @@ export function createServicingService(deps: ServicingDeps) {
             journal_entry_id: applied.entries.at(-1) ?? null,
             idempotency_key: ctx.idempotencyKey ?? null,
             created_by: actor,
-          });
+          };
+          const createdAt = await repo.insertTransaction(s(trx), txRow);
           if (ctx.idempotencyKey !== undefined) await repo.completeCommandKey(s(trx), loanId, ctx.idempotencyKey, transactionId);
-          await saveLoan(trx, row, terms, applied.state, seq, today);
+          const updatedAt = await saveLoan(trx, row, terms, applied.state, seq, today);
           const money = formatMoney(next.amount, row.currency);
           const payload = { loan_id: loanId, transaction_id: transactionId, type: next.type, amount: money, currency: row.currency, value_date: next.date, backdated: applied.backdated };
           const topic = TOPIC[next.type];
@@ -417,10 +421,23 @@ export function createServicingService(deps: ServicingDeps) {
             ...(topic === undefined || !applied.effect.applied ? [] : [{ topic, aggregateType: 'loan', aggregateId: loanId, payload }]),
             ...statusEvents(loanId, state.status, applied.state.status, next.date, { transaction_id: transactionId }),
           ]);
+          // Last before commit: the audit chain's lock is held from here to the commit, and every money movement takes it.
           await appendAudit<ServicingDatabase>(trx, { action: `loan.${next.type}`, actorId: actor, subjectType: 'loan', subjectId: loanId, ip: ctx.ip, requestId: ctx.requestId, details: { ...payload, journal_entry_ids: applied.entries } }, clock());
-          const saved = await repo.findLoan(s(trx), loanId);
-          const tx = await repo.findTransaction(s(trx), loanId, transactionId);
-          return { transaction: transactionView(tx as TransactionRow), loan: details(saved as LoanRow, today), journalEntryIds: applied.entries, backdated: applied.backdated, replayed: false };
+          const transaction: TransactionView = {
+            id: transactionId,
+            loanId,
+            seq,
+            type: next.type,
+            valueDate: next.date,
+            amount: next.amount,
+            currency: row.currency,
+            details: next.details,
+            effect,
+            reversedAt: null,
+            reversalReason: null,
+            createdAt,
+          };
+          return { transaction, loan: details(row, today, { terms, state: applied.state, updatedAt }), journalEntryIds: applied.entries, backdated: applied.backdated, replayed: false };
         },
         { onRetry: (reason) => deps.metrics?.retried(reason) },
       );
@@ -523,7 +540,7 @@ export function createServicingService(deps: ServicingDeps) {
           currency: product.terms.currency,
           principal,
           terms: termsToJson(terms),
-          state: JSON.stringify(stateToJson(newLoanState())),
+          state: stateJsonText(newLoanState()),
           created_by: ctx.viewer.userId,
         });
         await appendAudit<ServicingDatabase>(trx, { action: 'loan.booked', actorId: ctx.viewer.userId, subjectType: 'loan', subjectId: id, ip: ctx.ip, requestId: ctx.requestId, details: { product_id: product.id, product_version: product.version, principal: formatMoney(principal, terms.currency), currency: terms.currency } }, clock());
@@ -646,9 +663,9 @@ export function createServicingService(deps: ServicingDeps) {
       return inTransactionWithRetry(
         db,
         async (trx) => {
-          const today = await businessDate(trx);
-          await repo.limitLockWait(s(trx), lockWaitMs);
+          const today = (await repo.beginCommand(s(trx), lockWaitMs)) ?? (await businessDate(trx));
           const row = await loadVisible(trx, id, ctx.viewer, true);
+          await repo.endLockWait(s(trx));
           const tx = await repo.findTransaction(s(trx), id, transactionId);
           if (!tx) throw new AppError('transaction_not_found');
           if (tx.reversed_at !== null) {
@@ -671,16 +688,16 @@ export function createServicingService(deps: ServicingDeps) {
             sourceId: transactionId,
             createdBy: ctx.viewer.userId,
           });
-          await saveLoan(trx, row, terms, replayed.state, row.last_seq, today);
+          const updatedAt = await saveLoan(trx, row, terms, replayed.state, row.last_seq, today);
+          const reversed = await repo.findTransaction(s(trx), id, transactionId);
           const payload = { loan_id: id, transaction_id: transactionId, type: tx.type, amount: formatMoney(tx.amount, row.currency), currency: row.currency, value_date: tx.value_date, reason: input.reason };
           await appendOutbox<ServicingDatabase>(trx, [
             { topic: tx.type === 'repayment' ? 'payment.reversed' : `${tx.type === 'recovery' ? 'recovery' : 'fee'}.reversed`, aggregateType: 'loan', aggregateId: id, payload },
             ...statusEvents(id, state.status, replayed.state.status, today, { transaction_id: transactionId }),
           ]);
+          // Last before commit: the audit chain's lock is held from here to the commit.
           await appendAudit<ServicingDatabase>(trx, { action: 'loan.reversal', actorId: ctx.viewer.userId, subjectType: 'loan', subjectId: id, ip: ctx.ip, requestId: ctx.requestId, details: { ...payload, journal_entry_ids: entry ? [entry] : [] } }, clock());
-          const saved = await repo.findLoan(s(trx), id);
-          const reversed = await repo.findTransaction(s(trx), id, transactionId);
-          return { transaction: transactionView(reversed as TransactionRow), loan: details(saved as LoanRow, today), journalEntryIds: entry ? [entry] : [], backdated: true, replayed: false };
+          return { transaction: transactionView(reversed as TransactionRow), loan: details(row, today, { terms, state: replayed.state, updatedAt }), journalEntryIds: entry ? [entry] : [], backdated: true, replayed: false };
         },
         { onRetry: (reason) => deps.metrics?.retried(reason) },
       ).catch((error: unknown) => {
@@ -694,7 +711,7 @@ export function createServicingService(deps: ServicingDeps) {
         const row = await loadVisible(trx, id, ctx.viewer, true);
         if (row.status !== 'pending_disbursement') throw stateError(row.status, 'cancellation');
         const state: LoanState = { ...stateFromJson(row.state), status: 'cancelled' };
-        await repo.updateLoan(s(trx), id, row.version, { status: 'cancelled', state: JSON.stringify(stateToJson(state)), gl: JSON.stringify(row.gl), last_seq: row.last_seq, as_of: row.as_of, principal_outstanding: 0n, days_past_due: 0, delinquency_bucket: 'current', next_due_date: null });
+        await repo.updateLoan(s(trx), id, row.version, { status: 'cancelled', state: stateJsonText(state), gl: JSON.stringify(row.gl), last_seq: row.last_seq, as_of: row.as_of, principal_outstanding: 0n, days_past_due: 0, delinquency_bucket: 'current', next_due_date: null });
         await appendAudit<ServicingDatabase>(trx, { action: 'loan.cancelled', actorId: ctx.viewer.userId, subjectType: 'loan', subjectId: id, ip: ctx.ip, requestId: ctx.requestId }, clock());
         await appendOutbox<ServicingDatabase>(trx, { topic: 'loan.cancelled', aggregateType: 'loan', aggregateId: id, payload: { loan_id: id } });
         return details((await repo.findLoan(s(trx), id)) as LoanRow, today);

@@ -1,6 +1,6 @@
 import { sql, type Kysely } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createEodService } from '../../src/servicing/eod.js';
+import { createEodService, laneBounds } from '../../src/servicing/eod.js';
 import { datesToClose } from '../../src/servicing/eod-schedule.js';
 import type { ServicingDatabase } from '../../src/servicing/service.js';
 import { bearer, createTestApp, type TestApp } from '../support/app.js';
@@ -147,7 +147,7 @@ describe(`end of day (${dbTarget})`, () => {
     const terms = await sql<{ terms: unknown }>`select terms from loans where id = ${victim}`.execute(db);
     await sql`update loans set terms = '{"broken": true}'::jsonb where id = ${victim}`.execute(db);
 
-    const eod = createEodService({ db: t.db.database.db as unknown as Kysely<ServicingDatabase>, ledger: t.ledger, clock: () => new Date(), logger: silentLogger, chunkSize: 1 });
+    const eod = createEodService({ db: t.db.database.db as unknown as Kysely<ServicingDatabase>, ledger: t.ledger, clock: () => new Date(), logger: silentLogger, chunkSize: 1, lanes: 1 });
     await expect(eod.run({ date: '2027-01-10', actorId: null })).rejects.toThrow();
     const failed = (await eod.list(1))[0];
     expect(failed).toMatchObject({ businessDate: '2027-01-10', status: 'failed', loansProcessed: 3 });
@@ -173,6 +173,20 @@ describe(`end of day (${dbTarget})`, () => {
     const res = await t.app.inject({ method: 'POST', url: '/v1/eod/runs', headers: bearer(admin), payload: { date: '2000-01-01' } });
     expect(res.statusCode).toBe(409);
     expect(res.json()).toMatchObject({ code: 'business_date_order', errors: [{ pointer: '#/date' }] });
+  });
+});
+
+describe('end-of-day lanes', () => {
+  it('split the id space so that every id falls in exactly one lane', () => {
+    const ids = ['00000000-0000-0000-0000-000000000000', '7fffffff-ffff-ffff-ffff-ffffffffffff', '80000000-0000-0000-0000-000000000000', 'ffffffff-ffff-ffff-ffff-ffffffffffff', '55555554-ffff-ffff-ffff-ffffffffffff', '55555555-0000-0000-0000-000000000000', 'aaaaaaaa-0000-4000-8000-000000000000'];
+    for (const n of [1, 2, 3, 4, 7]) {
+      const lanes = laneBounds(n);
+      expect(lanes).toHaveLength(n);
+      for (const id of ids) {
+        const owners = lanes.filter(([after, through]) => (after === null || id > after) && (through === null || id <= through));
+        expect(owners, `${id} in ${n} lanes`).toHaveLength(1);
+      }
+    }
   });
 });
 
