@@ -31,12 +31,14 @@ export function listAccounts(db: LedgerExecutor) {
   return db.selectFrom('ledger_accounts').select(['code', 'number', 'name', 'type', 'normal_balance']).orderBy('number').execute();
 }
 
-export async function insertEntry(
+/** Entries and their lines, two statements whatever their number; posting order follows the list. */
+export async function insertEntries(
   db: LedgerExecutor,
-  entry: Omit<EntryRow, 'seq'> & { created_by: string | null },
+  entries: readonly (Omit<EntryRow, 'seq'> & { created_by: string | null })[],
   lines: readonly LineRow[],
 ): Promise<void> {
-  await db.insertInto('journal_entries').values(entry).execute();
+  if (entries.length === 0) return;
+  await db.insertInto('journal_entries').values([...entries]).execute();
   await db.insertInto('journal_lines').values([...lines]).execute();
 }
 

@@ -27,6 +27,8 @@ export interface LedgerDeps {
 export interface LedgerService {
   /** Posts an entry in `tx` (or in its own transaction). */
   post(input: JournalEntryInput, tx?: Transaction<LedgerDb>): Promise<JournalEntry>;
+  /** Posts several entries, in this order, with two statements. */
+  postMany(inputs: readonly JournalEntryInput[], tx?: Transaction<LedgerDb>): Promise<JournalEntry[]>;
   /** Posts the mirror image of an entry: every line on the other side. */
   reverse(entryId: string, input: { entryDate: string; description: string; createdBy?: string }, tx?: Transaction<LedgerDb>): Promise<JournalEntry>;
   accounts(): Promise<Account[]>;
@@ -88,26 +90,37 @@ export function createLedgerService(deps: LedgerDeps): LedgerService {
     return tx ? work(tx) : db.transaction().execute(work);
   }
 
-  async function write(trx: Transaction<LedgerDb>, row: NewEntry, createdBy: string | undefined, lines: Omit<LineRow, 'entry_id'>[]): Promise<JournalEntry> {
-    const withEntry = lines.map((l) => ({ ...l, entry_id: row.id }));
-    await repo.insertEntry(trx, { ...row, created_by: createdBy ?? null }, withEntry);
-    return toEntry(row, withEntry);
+  async function write(trx: Transaction<LedgerDb>, entries: readonly { row: NewEntry; createdBy: string | undefined; lines: Omit<LineRow, 'entry_id'>[] }[]): Promise<JournalEntry[]> {
+    const withEntry = entries.map((e) => e.lines.map((l) => ({ ...l, entry_id: e.row.id })));
+    await repo.insertEntries(trx, entries.map((e) => ({ ...e.row, created_by: e.createdBy ?? null })), withEntry.flat());
+    return entries.map((e, i) => toEntry(e.row, withEntry[i] ?? []));
+  }
+
+  function prepare(input: JournalEntryInput) {
+    const lines = checkedLines(input);
+    const row: NewEntry = {
+      id: randomUUID(),
+      entry_date: input.entryDate,
+      posted_at: clock(),
+      description: input.description,
+      loan_id: input.loanId ?? null,
+      source_type: input.sourceType,
+      source_id: input.sourceId ?? null,
+      reverses_entry_id: null,
+    };
+    return { row, createdBy: input.createdBy, lines };
   }
 
   return {
     async post(input, tx) {
-      const lines = checkedLines(input);
-      const row: NewEntry = {
-        id: randomUUID(),
-        entry_date: input.entryDate,
-        posted_at: clock(),
-        description: input.description,
-        loan_id: input.loanId ?? null,
-        source_type: input.sourceType,
-        source_id: input.sourceId ?? null,
-        reverses_entry_id: null,
-      };
-      return inTransaction(tx, (trx) => write(trx, row, input.createdBy, lines));
+      const entry = prepare(input);
+      return inTransaction(tx, async (trx) => (await write(trx, [entry]))[0] as JournalEntry);
+    },
+
+    async postMany(inputs, tx) {
+      const entries = inputs.map(prepare);
+      if (entries.length === 0) return [];
+      return inTransaction(tx, (trx) => write(trx, entries));
     },
 
     async reverse(entryId, input, tx) {
@@ -126,7 +139,7 @@ export function createLedgerService(deps: LedgerDeps): LedgerService {
           source_id: original.id,
           reverses_entry_id: original.id,
         };
-        return write(trx, row, input.createdBy, lines);
+        return (await write(trx, [{ row, createdBy: input.createdBy, lines }]))[0] as JournalEntry;
       });
     },
 

@@ -84,10 +84,22 @@ export function findLoan(db: ServicingExecutor, id: string, borrowerId?: string)
 }
 
 /** The loan row under a row lock held to the end of the transaction: commands on one loan serialize here. */
-export function lockLoan(db: ServicingExecutor, id: string, borrowerId?: string) {
-  let q = db.selectFrom('loans').select(LOAN_COLUMNS).where('id', '=', id);
-  if (borrowerId !== undefined) q = q.where('borrower_id', '=', borrowerId);
-  return q.forUpdate().executeTakeFirst();
+export async function lockLoan(db: ServicingExecutor, id: string, borrowerId?: string): Promise<LoanRow | undefined> {
+  // The lock is taken in the CTE; the outer query then lifts the lock timeout set by beginCommand
+  // (later waits, such as the audit chain's, must not give up), saving a round trip.
+  const row = await db
+    .with('locked', (qb) => {
+      let q = qb.selectFrom('loans').select(LOAN_COLUMNS).where('id', '=', id);
+      if (borrowerId !== undefined) q = q.where('borrower_id', '=', borrowerId);
+      return q.forUpdate();
+    })
+    .selectFrom('locked')
+    .selectAll()
+    .select(sql<string>`set_config('lock_timeout', '0', true)`.as('lock_wait_reset'))
+    .executeTakeFirst();
+  if (!row) return undefined;
+  const { lock_wait_reset: _reset, ...loan } = row;
+  return loan;
 }
 
 /** Writes the loan if it is still at `version`; returns its new updated_at, or null when another writer got there first. */
@@ -116,10 +128,6 @@ export async function beginCommand(db: ServicingExecutor, ms: number): Promise<s
   return r.rows[0]?.today ?? undefined;
 }
 
-/** Back to no lock timeout once the loan is held (the audit chain's lock must not give up). */
-export async function endLockWait(db: ServicingExecutor): Promise<void> {
-  await sql`select set_config('lock_timeout', '0', true)`.execute(db);
-}
 
 /** The journal entries a loan transaction posted, in posting order (read for an idempotent replay). */
 export async function entriesOfTransaction(db: ServicingExecutor, loanId: string, transactionId: string): Promise<{ id: string; source_type: string }[]> {
@@ -182,15 +190,11 @@ export async function markReversed(db: ServicingExecutor, loanId: string, id: st
   await db.updateTable('loan_transactions').set({ reversed_at: sql<Date>`now()`, reversal_reason: reason }).where('loan_id', '=', loanId).where('id', '=', id).execute();
 }
 
-/** Claims (loan, key); returns the existing claim when the key was used before. */
-export async function claimCommandKey(db: ServicingExecutor, row: { loan_id: string; idempotency_key: string; request_hash: string }) {
+/** Claims (loan, key) for the transaction about to be posted; returns the existing claim when the key was used before. */
+export async function claimCommandKey(db: ServicingExecutor, row: { loan_id: string; idempotency_key: string; request_hash: string; transaction_id: string }) {
   const inserted = await db.insertInto('loan_command_keys').values(row).onConflict((oc) => oc.columns(['loan_id', 'idempotency_key']).doNothing()).returning('loan_id').executeTakeFirst();
   if (inserted) return undefined;
   return db.selectFrom('loan_command_keys').select(['request_hash', 'transaction_id']).where('loan_id', '=', row.loan_id).where('idempotency_key', '=', row.idempotency_key).executeTakeFirstOrThrow();
-}
-
-export async function completeCommandKey(db: ServicingExecutor, loanId: string, key: string, transactionId: string): Promise<void> {
-  await db.updateTable('loan_command_keys').set({ transaction_id: transactionId }).where('loan_id', '=', loanId).where('idempotency_key', '=', key).execute();
 }
 
 export function checkpointBefore(db: ServicingExecutor, loanId: string, date: string) {

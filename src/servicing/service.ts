@@ -261,10 +261,21 @@ export function createServicingService(deps: ServicingDeps) {
     target: Record<AccountCode, bigint>,
     meta: { entryDate: string; description: string; sourceType: string; sourceId: string; createdBy: string | null },
   ): Promise<string | null> {
-    const lines = differenceLines(posted, target, currency);
-    if (lines.length === 0) return null;
-    const entry = await ledger.post({ ...meta, loanId, createdBy: meta.createdBy ?? undefined, lines }, ledgerTx(trx));
-    return entry.id;
+    const [id] = await postDifferences(trx, loanId, currency, [{ posted, target, meta }]);
+    return id ?? null;
+  }
+
+  /** Several differences as entries in one go (two statements); empty ones are skipped. Returns the ids posted. */
+  async function postDifferences(
+    trx: Transaction<ServicingDatabase>,
+    loanId: string,
+    currency: string,
+    steps: readonly { posted: Record<AccountCode, bigint>; target: Record<AccountCode, bigint>; meta: { entryDate: string; description: string; sourceType: string; sourceId: string; createdBy: string | null } }[],
+  ): Promise<string[]> {
+    const inputs = steps
+      .map(({ posted, target, meta }) => ({ ...meta, loanId, createdBy: meta.createdBy ?? undefined, lines: differenceLines(posted, target, currency) }))
+      .filter((input) => input.lines.length > 0);
+    return (await ledger.postMany(inputs, ledgerTx(trx))).map((e) => e.id);
   }
 
   interface Applied {
@@ -291,14 +302,14 @@ export function createServicingService(deps: ServicingDeps) {
     const posted = glFromJson(row.gl);
     const entryMeta = (sourceType: string, description: string) => ({ entryDate: event.date, description, sourceType, sourceId: meta.transactionId, createdBy: meta.actor });
     if (state.asOf === null || !before(event.date, state.asOf)) {
-      const entries: string[] = [];
       const advanced = advance(state, terms, event.date);
       const accrualGl = glOf(advanced, terms);
-      const accrual = await postDifference(trx, row.id, row.currency, posted, accrualGl, entryMeta('servicing.accrual', `Interest recognized to ${event.date}`));
-      if (accrual) entries.push(accrual);
       const step = applyEvent(advanced, terms, event);
-      const main = await postDifference(trx, row.id, row.currency, accrualGl, glOf(step.state, terms), entryMeta(`servicing.${event.type}`, meta.description));
-      if (main) entries.push(main);
+      // Two entries, so the ledger shows the interest recognized apart from what the transaction did.
+      const entries = await postDifferences(trx, row.id, row.currency, [
+        { posted, target: accrualGl, meta: entryMeta('servicing.accrual', `Interest recognized to ${event.date}`) },
+        { posted: accrualGl, target: glOf(step.state, terms), meta: entryMeta(`servicing.${event.type}`, meta.description) },
+      ]);
       if (event.seq % checkpointEvery === 0) {
         await repo.insertCheckpoints(s(trx), [{ loan_id: row.id, seq: event.seq, value_date: event.date, state: stateJsonText(step.state) }]);
       }
@@ -370,10 +381,11 @@ export function createServicingService(deps: ServicingDeps) {
         async (trx) => {
           const today = (await repo.beginCommand(s(trx), lockWaitMs)) ?? (await businessDate(trx));
           const row = await loadVisible(trx, loanId, ctx.viewer, true);
-          await repo.endLockWait(s(trx));
+          // The key is recorded with the transaction it will post; both commit or neither does.
+          const transactionId = randomUUID();
           if (ctx.idempotencyKey !== undefined) {
             const hash = sha256Hex(canonicalJson({ operation, request }));
-            const earlier = await repo.claimCommandKey(s(trx), { loan_id: loanId, idempotency_key: ctx.idempotencyKey, request_hash: hash });
+            const earlier = await repo.claimCommandKey(s(trx), { loan_id: loanId, idempotency_key: ctx.idempotencyKey, request_hash: hash, transaction_id: transactionId });
             if (earlier) {
               if (earlier.request_hash !== hash) throw new AppError('idempotency_key_reused', { detail: 'This Idempotency-Key was used on this loan for a different request.' });
               const tx = earlier.transaction_id === null ? undefined : await repo.findTransaction(s(trx), loanId, earlier.transaction_id);
@@ -393,7 +405,6 @@ export function createServicingService(deps: ServicingDeps) {
             throw new AppError('value_date_too_early', { detail: `The value date ${next.date} is before the disbursement on ${state.firstDisbursementDate}.`, errors: [{ pointer: '#/date', location: 'body', detail: 'before the disbursement' }] });
           }
           const seq = row.last_seq + 1;
-          const transactionId = randomUUID();
           const actor = ctx.viewer.userId;
           const applied = await applyNew(trx, row, terms, next.toEvent(seq), { transactionId, actor, description: next.description });
           const effect = effectJson(applied.effect, row.currency);
@@ -412,7 +423,6 @@ export function createServicingService(deps: ServicingDeps) {
             created_by: actor,
           };
           const createdAt = await repo.insertTransaction(s(trx), txRow);
-          if (ctx.idempotencyKey !== undefined) await repo.completeCommandKey(s(trx), loanId, ctx.idempotencyKey, transactionId);
           const updatedAt = await saveLoan(trx, row, terms, applied.state, seq, today);
           const money = formatMoney(next.amount, row.currency);
           const payload = { loan_id: loanId, transaction_id: transactionId, type: next.type, amount: money, currency: row.currency, value_date: next.date, backdated: applied.backdated };
@@ -665,7 +675,6 @@ export function createServicingService(deps: ServicingDeps) {
         async (trx) => {
           const today = (await repo.beginCommand(s(trx), lockWaitMs)) ?? (await businessDate(trx));
           const row = await loadVisible(trx, id, ctx.viewer, true);
-          await repo.endLockWait(s(trx));
           const tx = await repo.findTransaction(s(trx), id, transactionId);
           if (!tx) throw new AppError('transaction_not_found');
           if (tx.reversed_at !== null) {
