@@ -15,6 +15,8 @@ import {
   outstandingOf,
   payoffQuote,
   principalOutstanding,
+  stateFromJson,
+  stateJsonText,
   type LoanEvent,
   type LoanState,
 } from '../../src/servicing/loan-state.js';
@@ -68,6 +70,7 @@ const stepArb: fc.Arbitrary<Step> = fc.oneof(
 );
 
 function checkInvariants(state: LoanState, terms: LoanTerms): void {
+  expect(stateFromJson(JSON.parse(stateJsonText(state)))).toEqual(state);
   const gl = glOf(state, terms);
   expect(Object.values(gl).reduce((a, b) => a + b, 0n)).toBe(0n);
   expect(state.credit >= 0n).toBe(true);
