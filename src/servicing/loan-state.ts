@@ -392,8 +392,10 @@ function dueView(i: InstallmentState): InstallmentDue {
 
 /** Applies an allocation's `remaining` back onto the installments. */
 function settle(installments: readonly InstallmentState[], result: AllocationResult): InstallmentState[] {
-  return installments.map((i, index) => {
-    const left = result.remaining[index] as InstallmentDue;
+  const remaining = new Map(result.remaining.map((r) => [r.number, r]));
+  return installments.map((i) => {
+    const left = remaining.get(i.number);
+    if (left === undefined) return i;
     return {
       ...i,
       paidPrincipal: i.principal - left.principal,
@@ -406,6 +408,24 @@ function settle(installments: readonly InstallmentState[], result: AllocationRes
 
 function allocationRule(terms: LoanTerms) {
   return ALLOCATION_STRATEGIES[terms.allocationStrategy];
+}
+
+/**
+ * What an allocation on `date` can touch: installments still owing, and of those not yet
+ * due only when the rule or the overpayment mode pays them (prepayment). Installments left
+ * out receive nothing either way, so the result is the same; a long loan's payment no
+ * longer walks all its future installments.
+ */
+function allocatable(state: LoanState, terms: LoanTerms, date: string, mode: OverpaymentMode): InstallmentDue[] {
+  const rule = allocationRule(terms);
+  const future = mode !== 'credit_balance' || rule.steps.some((step) => step.statuses.includes('not_yet_due'));
+  const d = day(date);
+  const out: InstallmentDue[] = [];
+  for (const i of state.installments) {
+    if (!future && day(i.dueDate) > d) break;
+    if (owes(i)) out.push(dueView(i));
+  }
+  return out;
 }
 
 /** Closes the loan when nothing is owed any more. */
@@ -436,7 +456,7 @@ export function advance(state: LoanState, terms: LoanTerms, date: string): LoanS
 }
 
 function applyCredit(state: LoanState, terms: LoanTerms, date: string): LoanState {
-  const result = allocatePayment({ asOf: date, amount: state.credit, installments: state.installments.map(dueView), rule: allocationRule(terms), overpayment: 'credit_balance', currency: terms.currency });
+  const result = allocatePayment({ asOf: date, amount: state.credit, installments: allocatable(state, terms, date, 'credit_balance'), rule: allocationRule(terms), overpayment: 'credit_balance', currency: terms.currency });
   const applied = state.credit - result.creditBalance;
   if (applied === 0n) return state;
   return closeIfSettled({ ...state, installments: settle(state.installments, result), paid: addTotals(state.paid, result.totals), credit: result.creditBalance }, date);
@@ -524,11 +544,12 @@ function disburse(state: LoanState, terms: LoanTerms, date: string, amount: bigi
 
 function repay(state: LoanState, terms: LoanTerms, date: string, amount: bigint, overpayment: OverpaymentMode | undefined): { state: LoanState; effect: EventEffect } {
   const fmt = (v: bigint) => formatMoney(v, terms.currency);
-  const parts = payoffParts(state, terms, date);
-  const payoff = parts.principal + parts.interest + parts.fee + parts.penalty;
   const received = { ...state, received: state.received + amount };
+  // A payoff needs at least the principal outstanding; below that, skip computing the payoff amount.
+  const parts = amount + state.credit >= principalOutstanding(state) ? payoffParts(state, terms, date) : null;
+  const payoff = parts === null ? 0n : parts.principal + parts.interest + parts.fee + parts.penalty;
   // A credit balance the borrower already has counts towards a payoff.
-  if (amount + state.credit >= payoff) {
+  if (parts !== null && amount + state.credit >= payoff) {
     const creditApplied = payoff > amount ? payoff - amount : 0n;
     // Payoff: every installment is settled; the current period's interest stops at `date`
     // and later periods owe none. The rest is a credit balance.
@@ -561,7 +582,8 @@ function repay(state: LoanState, terms: LoanTerms, date: string, amount: bigint,
       },
     };
   }
-  const result = allocatePayment({ asOf: date, amount, installments: state.installments.map(dueView), rule: allocationRule(terms), overpayment: overpayment ?? terms.overpayment, currency: terms.currency });
+  const mode = overpayment ?? terms.overpayment;
+  const result = allocatePayment({ asOf: date, amount, installments: allocatable(state, terms, date, mode), rule: allocationRule(terms), overpayment: mode, currency: terms.currency });
   let next: LoanState = { ...received, installments: settle(state.installments, result), paid: addTotals(state.paid, result.totals), credit: state.credit + result.creditBalance };
   if (result.prepayment !== null) next = reamortize(next, terms, date, result.prepayment.mode);
   next = closeIfSettled(next, date);
