@@ -41,6 +41,7 @@ CREATE TABLE loans (
   delinquency_bucket  text        NOT NULL DEFAULT 'current',
   next_due_date       date,
   closed_through      date,                   -- the last business date end of day processed for this loan
+  booked_on           date        NOT NULL,   -- the business date it was booked: nothing is dated before it
   version             integer     NOT NULL DEFAULT 0,  -- bumped by every change
   created_at          timestamptz NOT NULL DEFAULT now(),
   updated_at          timestamptz NOT NULL DEFAULT now(),

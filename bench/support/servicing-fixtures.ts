@@ -191,9 +191,9 @@ export async function cloneLoan(bench: Bench, templateId: string, count: number,
       with template as (select * from loans where id = ${templateId}),
       clones as (
         insert into loans (id, borrower_id, product_id, product_version, status, currency, principal, terms, state, gl, last_seq, as_of,
-                           principal_outstanding, days_past_due, delinquency_bucket, next_due_date, closed_through, created_by)
+                           principal_outstanding, days_past_due, delinquency_bucket, next_due_date, closed_through, booked_on, created_by)
         select gen_random_uuid(), gen_random_uuid(), t.product_id, t.product_version, t.status, t.currency, t.principal, t.terms, t.state, t.gl, t.last_seq, t.as_of,
-               t.principal_outstanding, t.days_past_due, t.delinquency_bucket, t.next_due_date, t.closed_through, t.created_by
+               t.principal_outstanding, t.days_past_due, t.delinquency_bucket, t.next_due_date, t.closed_through, t.booked_on, t.created_by
         from template t, generate_series(1, ${n}) g
         returning id
       ),

@@ -169,6 +169,16 @@ export function feeAmount(rule: FeeRule, base: bigint, terms: LoanTerms): bigint
   return divRound(base * rate.num, rate.den, terms.interestRounding);
 }
 
+/**
+ * Whether the first schedule, disbursed on `date`, capitalizes interest (a first period so
+ * long that its interest exceeds the installment). Servicing refuses such a disbursement:
+ * the fold keeps capitalized interest out of principal, so it cannot service one yet.
+ */
+export function capitalizesInterest(terms: LoanTerms, amount: bigint, date: string): boolean {
+  const first = terms.firstPaymentDate !== null && day(terms.firstPaymentDate) > day(date) ? terms.firstPaymentDate : undefined;
+  return buildSchedule(scheduleTerms(terms, amount, date, terms.term, first)).totalCapitalizedInterest > 0n;
+}
+
 function scheduleInstallments(terms: LoanTerms, principal: bigint, start: string, term: number, firstPaymentDate: string | undefined, firstNumber: number): InstallmentState[] {
   const schedule = buildSchedule(scheduleTerms(terms, principal, start, term, firstPaymentDate));
   const flat = terms.interestMethod === 'flat';

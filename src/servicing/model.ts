@@ -114,6 +114,11 @@ export const ServicingProblem = defineProblems({
     title: 'Amount exceeds what is allowed',
     description: 'The amount is more than the loan allows here (a disbursement above the approved amount, a recovery above the charged-off balance).',
   },
+  schedule_capitalizes: {
+    status: 422,
+    title: 'Schedule would capitalize interest',
+    description: 'Disbursed on this date, the first period is so long that its interest exceeds the installment, so the schedule would add interest to principal; servicing does not take such loans yet. Disburse nearer the first payment date.',
+  },
   not_reversible: {
     status: 409,
     title: 'Transaction cannot be reversed',

@@ -65,14 +65,14 @@ export function productVersions(db: ServicingExecutor, id: string) {
 
 const LOAN_COLUMNS = [
   'id', 'borrower_id', 'product_id', 'product_version', 'status', 'currency', 'principal', 'terms', 'state', 'gl',
-  'last_seq', 'as_of', 'days_past_due', 'delinquency_bucket', 'next_due_date', 'closed_through', 'version', 'created_at', 'updated_at',
+  'last_seq', 'as_of', 'days_past_due', 'delinquency_bucket', 'next_due_date', 'closed_through', 'booked_on', 'version', 'created_at', 'updated_at',
 ] as const;
 
 export type LoanRow = Awaited<ReturnType<typeof findLoan>> & {};
 
 export function insertLoan(
   db: ServicingExecutor,
-  row: { id: string; borrower_id: string; product_id: string; product_version: number; status: string; currency: string; principal: bigint; terms: string; state: string; created_by: string | null },
+  row: { id: string; borrower_id: string; product_id: string; product_version: number; status: string; currency: string; principal: bigint; terms: string; state: string; booked_on: string; created_by: string | null },
 ) {
   return db.insertInto('loans').values({ ...row, gl: '{}' }).returning(LOAN_COLUMNS).executeTakeFirstOrThrow();
 }
@@ -184,6 +184,20 @@ export function activeTransactionsAfter(db: ServicingExecutor, loanId: string, a
     q = q.where((eb) => eb.or([eb('value_date', '>', after.value_date), eb.and([eb('value_date', '=', after.value_date), eb('seq', '>', after.seq)])]));
   }
   return q.execute();
+}
+
+/** The value date of the latest further tranche (a disbursement after the first still in force), if any. */
+export async function latestTrancheDate(db: ServicingExecutor, loanId: string): Promise<string | null> {
+  const rows = await db
+    .selectFrom('loan_transactions')
+    .select(['value_date', 'seq'])
+    .where('loan_id', '=', loanId)
+    .where('type', '=', 'disbursement')
+    .where('reversed_at', 'is', null)
+    .orderBy('value_date')
+    .orderBy('seq')
+    .execute();
+  return rows.length > 1 ? (rows.at(-1)?.value_date ?? null) : null;
 }
 
 export async function markReversed(db: ServicingExecutor, loanId: string, id: string, reason: string): Promise<void> {

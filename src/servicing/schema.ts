@@ -32,6 +32,7 @@ export interface LoansTable {
   delinquency_bucket: Generated<string>;
   next_due_date: string | null;
   closed_through: string | null;
+  booked_on: string;
   version: Generated<number>;
   created_at: Generated<Date>;
   updated_at: Generated<Date>;

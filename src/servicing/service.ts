@@ -26,6 +26,7 @@ import type { PlatformTables } from '../platform/schema.js';
 import {
   advance,
   applyEvent,
+  capitalizesInterest,
   balancesOf,
   glFromJson,
   glOf,
@@ -278,6 +279,18 @@ export function createServicingService(deps: ServicingDeps) {
     return (await ledger.postMany(inputs, ledgerTx(trx))).map((e) => e.id);
   }
 
+  /**
+   * A replay that starts before a further tranche would re-apply the tranche to a loan the
+   * replay may have closed or shortened meanwhile; such a change is refused rather than
+   * guessed at (reverse the tranche's effects by hand, or date the change after it).
+   */
+  async function refuseReplayPastTranche(trx: Transaction<ServicingDatabase>, loanId: string, date: string): Promise<void> {
+    const tranche = await repo.latestTrancheDate(s(trx), loanId);
+    if (tranche !== null && before(date, tranche)) {
+      throw new AppError('value_date_too_early', { detail: `The loan had a further tranche on ${tranche}; a backdated change cannot reach back before it.`, errors: [{ pointer: '#/date', location: 'body', detail: `on or after ${tranche}` }] });
+    }
+  }
+
   interface Applied {
     readonly state: LoanState;
     readonly effect: EventEffect;
@@ -404,6 +417,7 @@ export function createServicingService(deps: ServicingDeps) {
           if (next.type !== 'disbursement' && state.firstDisbursementDate !== null && before(next.date, state.firstDisbursementDate)) {
             throw new AppError('value_date_too_early', { detail: `The value date ${next.date} is before the disbursement on ${state.firstDisbursementDate}.`, errors: [{ pointer: '#/date', location: 'body', detail: 'before the disbursement' }] });
           }
+          if (state.asOf !== null && before(next.date, state.asOf)) await refuseReplayPastTranche(trx, loanId, next.date);
           const seq = row.last_seq + 1;
           const actor = ctx.viewer.userId;
           const applied = await applyNew(trx, row, terms, next.toEvent(seq), { transactionId, actor, description: next.description });
@@ -551,6 +565,7 @@ export function createServicingService(deps: ServicingDeps) {
           principal,
           terms: termsToJson(terms),
           state: stateJsonText(newLoanState()),
+          booked_on: today,
           created_by: ctx.viewer.userId,
         });
         await appendAudit<ServicingDatabase>(trx, { action: 'loan.booked', actorId: ctx.viewer.userId, subjectType: 'loan', subjectId: id, ip: ctx.ip, requestId: ctx.requestId, details: { product_id: product.id, product_version: product.version, principal: formatMoney(principal, terms.currency), currency: terms.currency } }, clock());
@@ -613,8 +628,16 @@ export function createServicingService(deps: ServicingDeps) {
         if (amount <= 0n || amount > left) {
           throw new AppError('amount_exceeds_limit', { detail: `At most ${formatMoney(left, row.currency)} is left to disburse of the approved ${formatMoney(terms.principal, row.currency)}.`, errors: [{ pointer: '#/amount', location: 'body', detail: 'above the amount left to disburse' }] });
         }
+        if (before(date, row.booked_on)) {
+          throw new AppError('value_date_too_early', { detail: `A disbursement cannot be dated before the loan was booked (${row.booked_on}).`, errors: [{ pointer: '#/date', location: 'body', detail: `on or after ${row.booked_on}` }] });
+        }
         if (state.firstDisbursementDate !== null && before(date, state.firstDisbursementDate)) {
           throw new AppError('value_date_too_early', { detail: 'A tranche cannot be dated before the first disbursement.' });
+        }
+        if (state.status === 'pending_disbursement' && capitalizesInterest(terms, amount, date)) {
+          throw new AppError('schedule_capitalizes', {
+            detail: `Disbursed on ${date}, the first period is so long that its interest exceeds the installment. Disburse nearer the first payment date${terms.firstPaymentDate === null ? '' : ` (${terms.firstPaymentDate})`}, or book the loan with an earlier one.`,
+          });
         }
         const lastDue = state.installments.at(-1)?.dueDate;
         if (lastDue !== undefined && !before(date, lastDue)) throw new AppError('value_date_too_early', { detail: 'A tranche must be disbursed before the last installment falls due.' });
@@ -677,17 +700,22 @@ export function createServicingService(deps: ServicingDeps) {
           const row = await loadVisible(trx, id, ctx.viewer, true);
           const tx = await repo.findTransaction(s(trx), id, transactionId);
           if (!tx) throw new AppError('transaction_not_found');
-          if (tx.reversed_at !== null) {
-            // The same reversal again (a retry) answers with what it did; anything else is refused.
-            if (ctx.idempotencyKey !== undefined && tx.reversal_reason === input.reason) {
-              return { transaction: transactionView(tx), loan: details(row, today), journalEntryIds: [], backdated: true, replayed: true };
+          if (ctx.idempotencyKey !== undefined) {
+            // The same reversal again under its own key (a retry) answers with what it did.
+            const hash = sha256Hex(canonicalJson({ operation: 'reversal', transactionId, request: input }));
+            const earlier = await repo.claimCommandKey(s(trx), { loan_id: id, idempotency_key: ctx.idempotencyKey, request_hash: hash, transaction_id: transactionId });
+            if (earlier) {
+              if (earlier.request_hash !== hash) throw new AppError('idempotency_key_reused', { detail: 'This Idempotency-Key was used on this loan for a different request.' });
+              const entries = await repo.entriesOfTransaction(s(trx), id, transactionId);
+              return { transaction: transactionView(tx), loan: details(row, today), journalEntryIds: entries.filter((e) => e.source_type === 'servicing.reversal').map((e) => e.id), backdated: true, replayed: true };
             }
-            throw new AppError('not_reversible', { detail: 'This transaction was already reversed.' });
           }
+          if (tx.reversed_at !== null) throw new AppError('not_reversible', { detail: 'This transaction was already reversed.' });
           if (!['repayment', 'recovery', 'fee', 'late_fee'].includes(tx.type)) throw new AppError('not_reversible', { detail: `A ${tx.type.replace('_', ' ')} cannot be reversed.` });
           const terms = loanTermsFromJson(row.terms);
           const state = stateFromJson(row.state);
           requireStatus(state, 'reversal', 'active', 'paid_off', 'overpaid', 'charged_off');
+          await refuseReplayPastTranche(trx, id, tx.value_date);
           await repo.markReversed(s(trx), id, transactionId, input.reason);
           const replayed = await replayFrom(trx, row, terms, state, tx.value_date, []);
           const entry = await postDifference(trx, id, row.currency, glFromJson(row.gl), glOf(replayed.state, terms), {

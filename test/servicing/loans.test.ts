@@ -121,6 +121,11 @@ describe(`loan accounts (${dbTarget})`, () => {
     const again = await post(t, admin, `/v1/loans/${loan.id}/disbursements`, {});
     expect(problemOf(again)).toMatchObject({ status: 409, code: 'invalid_loan_state', state: 'active', operation: 'disbursement' });
 
+    // Nothing is dated before the loan was booked; a first period so long that its interest exceeds the installment is refused.
+    const late = await bookLoan(t, admin, { product_id: product.id, borrower_id: borrower.id, principal: '5000.00', annual_rate: '0.30', term: 36, first_payment_date: '2026-05-15' });
+    expect(problemOf(await post(t, admin, `/v1/loans/${late.id}/disbursements`, { date: '2026-01-14' }))).toMatchObject({ status: 422, code: 'value_date_too_early' });
+    expect(problemOf(await post(t, admin, `/v1/loans/${late.id}/disbursements`, {}))).toMatchObject({ status: 422, code: 'schedule_capitalizes' });
+
     const cancelled = await bookLoan(t, admin, { product_id: product.id, borrower_id: borrower.id, principal: '5000.00', annual_rate: '0.10', term: 6 });
     expect((await post(t, admin, `/v1/loans/${cancelled.id}/cancellation`, {})).json()).toMatchObject({ status: 'cancelled' });
     expect(problemOf(await post(t, admin, `/v1/loans/${cancelled.id}/disbursements`, {}))).toMatchObject({ code: 'invalid_loan_state', state: 'cancelled' });
@@ -301,14 +306,19 @@ describe(`loan accounts (${dbTarget})`, () => {
 
   it('a multi-tranche product disburses in tranches up to the approved amount', async () => {
     const p = await createProduct(t, admin, { multi_tranche: true });
-    const loan = await bookLoan(t, admin, { product_id: p.id, borrower_id: borrower.id, principal: '10000.00', annual_rate: '0.12', term: 12 });
     await setBusinessDate(t, '2026-01-15');
+    const loan = await bookLoan(t, admin, { product_id: p.id, borrower_id: borrower.id, principal: '10000.00', annual_rate: '0.12', term: 12 });
     expect((await post(t, admin, `/v1/loans/${loan.id}/disbursements`, { amount: '6000.00' })).statusCode).toBe(201);
     await setBusinessDate(t, '2026-02-15');
     const second = await post(t, admin, `/v1/loans/${loan.id}/disbursements`, { amount: '4000.00' });
     expect(second.json()).toMatchObject({ loan: { disbursed: '10000.00' } });
     const tooMuch = await post(t, admin, `/v1/loans/${loan.id}/disbursements`, { amount: '0.01' });
     expect(problemOf(tooMuch)).toMatchObject({ status: 422, code: 'amount_exceeds_limit' });
+    // A backdated change may not reach back before a further tranche (its replay would re-apply the tranche out of context).
+    await setBusinessDate(t, '2026-02-20');
+    expect((await post(t, admin, `/v1/loans/${loan.id}/payments`, { amount: '100.00' })).statusCode).toBe(201);
+    const early = await post(t, admin, `/v1/loans/${loan.id}/payments`, { amount: '100.00', date: '2026-02-01' });
+    expect(problemOf(early)).toMatchObject({ status: 422, code: 'value_date_too_early', errors: [{ pointer: '#/date' }] });
     const s = await scheduleOf(loan.id);
     const principal = s.reduce((sum, i) => sum + Math.round(Number(i.principal) * 100), 0);
     expect(principal).toBe(1_000_000);
