@@ -35,7 +35,7 @@ import {
   toDayNumber,
 } from '../engine/index.js';
 import type { AccountCode } from '../ledger/model.js';
-import type { FeeRule, LoanStatus, LoanTerms } from './model.js';
+import type { FeeRule, LoanStatus, LoanTerms, TransactionType } from './model.js';
 
 export interface InstallmentState {
   readonly number: number;
@@ -708,6 +708,26 @@ function cashIn(at: LoanState, terms: LoanTerms, date: string, amount: bigint, o
     state: { ...at, received: at.received + amount, credit: at.credit + amount, status: at.status === 'paid_off' ? 'overpaid' : at.status },
     effect: { applied: true, amount, creditBalance: amount, explanation: [`Payment of ${fmt(amount)} on ${date}: nothing is owed, kept as a credit balance.`] },
   };
+}
+
+/** A stored transaction (a loan_transactions row) as the event the fold applies. */
+export function eventFromTransaction(row: { seq: number; type: string; value_date: string; amount: bigint; details: unknown }): LoanEvent {
+  const details = (typeof row.details === 'string' ? JSON.parse(row.details) : row.details) as Record<string, unknown>;
+  const base = { seq: row.seq, date: row.value_date };
+  switch (row.type as TransactionType) {
+    case 'disbursement':
+    case 'fee':
+    case 'recovery':
+      return { ...base, type: row.type as 'disbursement' | 'fee' | 'recovery', amount: row.amount };
+    case 'repayment':
+      return { ...base, type: 'repayment', amount: row.amount, overpayment: details.overpayment as OverpaymentMode | undefined };
+    case 'late_fee':
+      return { ...base, type: 'late_fee', installment: Number(details.installment) };
+    case 'charge_off':
+      return { ...base, type: 'charge_off', policy: details.policy === true };
+    case 'write_off':
+      return { ...base, type: 'write_off' };
+  }
 }
 
 /** Order of application: value date, then sequence. */

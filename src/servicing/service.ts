@@ -27,6 +27,7 @@ import {
   advance,
   applyEvent,
   capitalizesInterest,
+  eventFromTransaction,
   balancesOf,
   glFromJson,
   glOf,
@@ -174,25 +175,6 @@ function effectJson(effect: EventEffect, currency: string): Record<string, unkno
   };
 }
 
-function eventOf(row: { seq: number; type: string; value_date: string; amount: bigint; details: unknown }): LoanEvent {
-  const details = (typeof row.details === 'string' ? JSON.parse(row.details) : row.details) as Record<string, unknown>;
-  const base = { seq: row.seq, date: row.value_date };
-  switch (row.type as TransactionType) {
-    case 'disbursement':
-    case 'fee':
-    case 'recovery':
-      return { ...base, type: row.type as 'disbursement' | 'fee' | 'recovery', amount: row.amount };
-    case 'repayment':
-      return { ...base, type: 'repayment', amount: row.amount, overpayment: details.overpayment as OverpaymentMode | undefined };
-    case 'late_fee':
-      return { ...base, type: 'late_fee', installment: Number(details.installment) };
-    case 'charge_off':
-      return { ...base, type: 'charge_off', policy: details.policy === true };
-    case 'write_off':
-      return { ...base, type: 'write_off' };
-  }
-}
-
 function transactionView(row: TransactionRow): TransactionView {
   const parse = (v: unknown) => (typeof v === 'string' ? JSON.parse(v) : v) as Record<string, unknown>;
   return {
@@ -303,7 +285,7 @@ export function createServicingService(deps: ServicingDeps) {
     const checkpoint = await repo.checkpointBefore(s(trx), row.id, from);
     const base = checkpoint ? stateFromJson(checkpoint.state) : newLoanState();
     const rows = await repo.activeTransactionsAfter(s(trx), row.id, checkpoint ? { value_date: checkpoint.value_date, seq: checkpoint.seq } : null);
-    const result = replay(base, terms, [...rows.map(eventOf), ...extra], current.asOf, checkpointEvery);
+    const result = replay(base, terms, [...rows.map(eventFromTransaction), ...extra], current.asOf, checkpointEvery);
     await repo.deleteCheckpointsFrom(s(trx), row.id, from);
     // New checkpoints along the replayed stretch, so the next backdated change replays as little.
     await repo.insertCheckpoints(s(trx), result.checkpoints.map((c) => ({ loan_id: row.id, seq: c.seq, value_date: c.date, state: stateJsonText(c.state) })));

@@ -37,6 +37,7 @@ import {
   balancesOf,
   capitalizesInterest,
   compareEvents,
+  eventFromTransaction,
   glFromJson,
   glOf,
   newLoanState,
@@ -46,7 +47,6 @@ import {
   stateToJson,
   type ComponentTotals,
   type EventEffect,
-  type LoanEvent,
   type LoanState,
 } from '../../src/servicing/loan-state.js';
 import type { FeeRule, LoanStatus, LoanTerms, ProductTerms, TransactionType } from '../../src/servicing/model.js';
@@ -540,7 +540,7 @@ export async function createSimulation(t: TestApp): Promise<Simulation> {
         check(net === 0n, () => `${where}: the loan's ledger vector nets to ${net}`);
 
         // The strongest one: the stored state is a full replay, from nothing, of the live transactions.
-        const events = txs.filter((x) => x.reversed_at === null).map(eventOf);
+        const events = txs.filter((x) => x.reversed_at === null).map(eventFromTransaction);
         const scratch = replay(newLoanState(), terms, events, state.asOf);
         // Cancelling is the one change that is not a transaction: it only sets the status.
         const replayed = state.status === 'cancelled' && scratch.state.status === 'pending_disbursement' ? { ...scratch.state, status: state.status } : scratch.state;
@@ -1153,26 +1153,6 @@ export async function createSimulation(t: TestApp): Promise<Simulation> {
   }
 
   return { runSeed, checkBooks };
-}
-
-/** A stored transaction as the loan-state event it is (what the service replays). */
-function eventOf(row: { seq: number; type: string; value_date: string; amount: bigint; details: unknown }): LoanEvent {
-  const details = (typeof row.details === 'string' ? JSON.parse(row.details) : row.details) as Record<string, unknown>;
-  const base = { seq: row.seq, date: row.value_date };
-  switch (row.type as TransactionType) {
-    case 'disbursement':
-    case 'fee':
-    case 'recovery':
-      return { ...base, type: row.type as 'disbursement' | 'fee' | 'recovery', amount: row.amount };
-    case 'repayment':
-      return { ...base, type: 'repayment', amount: row.amount, overpayment: details.overpayment as OverpaymentMode | undefined };
-    case 'late_fee':
-      return { ...base, type: 'late_fee', installment: Number(details.installment) };
-    case 'charge_off':
-      return { ...base, type: 'charge_off', policy: details.policy === true };
-    case 'write_off':
-      return { ...base, type: 'write_off' };
-  }
 }
 
 /** Seeds `from`, `from + 1`, … (`count` of them). */
