@@ -24,7 +24,8 @@ import { PerformanceObserver, constants as perf, performance, type PerformanceEn
 import { parseArgs } from 'node:util';
 import { sql } from 'kysely';
 import type { EodRun, EodService } from '../src/servicing/eod.js';
-import { balancesOf, endOfDay, glFromJson, glOf, glToJson, stateFromJson, stateToJson } from '../src/servicing/loan-state.js';
+import { balancesOf, endOfDay, glOf } from '../src/servicing/loan-state.js';
+import { glFromJson, glToJson, stateFromJson, stateToJson } from '../src/servicing/loan-state-json.js';
 import { accumulateDifference } from '../src/servicing/posting.js';
 import { loanTermsFromJson } from '../src/servicing/products.js';
 import { books, checkBooks, cloneLoan, createProduct, disbursedLoan, load, median, openBench, quantile, setBusinessDate, type Bench } from './support/servicing-fixtures.js';

@@ -24,7 +24,7 @@ import { openDatabase, type Database } from '../../src/platform/database.js';
 import { createLogger } from '../../src/platform/logger.js';
 import { migrateUp } from '../../src/platform/migrate.js';
 import { createEodService, type EodDeps, type EodService } from '../../src/servicing/eod.js';
-import { glFromJson } from '../../src/servicing/loan-state.js';
+import { glFromJson } from '../../src/servicing/loan-state-json.js';
 import type { ProductTerms } from '../../src/servicing/model.js';
 import { differenceLines } from '../../src/servicing/posting.js';
 import * as repo from '../../src/servicing/repository.js';

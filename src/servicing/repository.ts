@@ -136,10 +136,6 @@ export async function entriesOfTransaction(db: ServicingExecutor, loanId: string
   return result.rows;
 }
 
-export async function setLoanStatus(db: ServicingExecutor, id: string, status: string): Promise<void> {
-  await db.updateTable('loans').set({ status, version: sql<number>`version + 1`, updated_at: sql<Date>`now()` }).where('id', '=', id).execute();
-}
-
 export function listLoans(db: ServicingExecutor, filter: { borrowerId?: string | undefined; status?: string | undefined; limit: number; after?: { created_at: Date; id: string } | undefined }) {
   let q = db.selectFrom('loans').select(LOAN_COLUMNS);
   if (filter.borrowerId !== undefined) q = q.where('borrower_id', '=', filter.borrowerId);

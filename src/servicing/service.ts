@@ -29,20 +29,22 @@ import {
   capitalizesInterest,
   eventFromTransaction,
   balancesOf,
-  glFromJson,
   glOf,
-  glToJson,
   newLoanState,
   payoffQuote,
   replay,
-  stateFromJson,
-  stateJsonText,
   type EventEffect,
   type LoanBalances,
   type LoanEvent,
   type LoanState,
   type PayoffQuote,
 } from './loan-state.js';
+import {
+  glFromJson,
+  glToJson,
+  stateFromJson,
+  stateJsonText,
+} from './loan-state-json.js';
 import type { LoanStatus, LoanTerms, Product, ProductTerms, TransactionType } from './model.js';
 import { checkLoanAgainstProduct, checkProductTerms, loanTermsFromJson, productTermsFromJson, termsToJson } from './products.js';
 import { differenceLines } from './posting.js';

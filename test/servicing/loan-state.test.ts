@@ -15,11 +15,10 @@ import {
   outstandingOf,
   payoffQuote,
   principalOutstanding,
-  stateFromJson,
-  stateJsonText,
   type LoanEvent,
   type LoanState,
 } from '../../src/servicing/loan-state.js';
+import { stateFromJson, stateJsonText } from '../../src/servicing/loan-state-json.js';
 import type { LoanTerms } from '../../src/servicing/model.js';
 
 const START = '2026-01-15';

@@ -38,17 +38,15 @@ import {
   capitalizesInterest,
   compareEvents,
   eventFromTransaction,
-  glFromJson,
   glOf,
   newLoanState,
   outstandingOf,
   replay,
-  stateFromJson,
-  stateToJson,
   type ComponentTotals,
   type EventEffect,
   type LoanState,
 } from '../../src/servicing/loan-state.js';
+import { glFromJson, stateFromJson, stateToJson } from '../../src/servicing/loan-state-json.js';
 import type { FeeRule, LoanStatus, LoanTerms, ProductTerms, TransactionType } from '../../src/servicing/model.js';
 import { createEodService, type EodService } from '../../src/servicing/eod.js';
 import { loanTermsFromJson } from '../../src/servicing/products.js';
