@@ -45,8 +45,9 @@ import {
   stateFromJson,
   stateJsonText,
 } from './loan-state-json.js';
-import type { LoanStatus, LoanTerms, Product, ProductTerms, TransactionType } from './model.js';
-import { checkLoanAgainstProduct, checkProductTerms, loanTermsFromJson, productTermsFromJson, termsToJson } from './products.js';
+import type { LoanStatus, LoanTerms, TransactionType } from './model.js';
+import { createProductService, productOf } from './product-service.js';
+import { checkLoanAgainstProduct, loanTermsFromJson, termsToJson } from './products.js';
 import { differenceLines } from './posting.js';
 import * as repo from './repository.js';
 import type { LoanRow, ServicingDb, TransactionRow } from './repository.js';
@@ -462,64 +463,12 @@ export function createServicingService(deps: ServicingDeps) {
     if (!allowed.includes(state.status)) throw stateError(state.status, operation);
   };
 
-  function toProduct(row: { id: string; version: number; code: string; name: string; terms: unknown; created_at: Date }): Product {
-    return { id: row.id, version: row.version, code: row.code, name: row.name, terms: productTermsFromJson(row.terms), createdAt: row.created_at };
-  }
+  // The catalogue is its own small service; this one adds the loans.
+  const products = createProductService({ db });
 
   return {
+    ...products,
     businessDate: () => businessDate(),
-
-    // -- products -----------------------------------------------------------
-
-    async createProduct(input: { code: string; name: string; terms: ProductTerms }, actorId: string | null): Promise<Product> {
-      checkProductTerms(input.terms);
-      if (await repo.findProductIdByCode(sdb, input.code)) throw new AppError('product_code_taken');
-      try {
-        return toProduct(await repo.insertProduct(sdb, { id: randomUUID(), version: 1, code: input.code, name: input.name, currency: input.terms.currency, terms: termsToJson(input.terms), created_by: actorId }));
-      } catch (error) {
-        if ((error as { code?: string }).code === '23505') throw new AppError('product_code_taken');
-        throw error;
-      }
-    },
-
-    /** Publishes a new version; loans already booked keep theirs. */
-    async newProductVersion(id: string, input: { name: string; terms: ProductTerms }, actorId: string | null): Promise<Product> {
-      checkProductTerms(input.terms);
-      return inTransactionWithRetry(db, async (trx) => {
-        const latest = await repo.findProduct(s(trx), id);
-        if (!latest) throw new AppError('product_not_found');
-        try {
-          return toProduct(await repo.insertProduct(s(trx), { id, version: latest.version + 1, code: latest.code, name: input.name, currency: input.terms.currency, terms: termsToJson(input.terms), created_by: actorId }));
-        } catch (error) {
-          // Two new versions at once: one wins, the other is told to retry against the new latest.
-          if ((error as { code?: string }).code === '23505') throw new AppError('product_code_taken', { detail: 'Another version was published at the same time; read the product and try again.' });
-          throw error;
-        }
-      });
-    },
-
-    async product(id: string, version?: number): Promise<Product> {
-      const row = await repo.findProduct(sdb, id, version);
-      if (!row) throw new AppError('product_not_found');
-      return toProduct(row);
-    },
-
-    async productVersions(id: string): Promise<Product[]> {
-      const rows = await repo.productVersions(sdb, id);
-      if (rows.length === 0) throw new AppError('product_not_found');
-      return rows.map(toProduct);
-    },
-
-    async products(filter: { limit: number; startingAfter?: string | undefined }): Promise<{ data: Product[]; hasMore: boolean }> {
-      let afterCode: string | undefined;
-      if (filter.startingAfter !== undefined) {
-        const after = await repo.findProduct(sdb, filter.startingAfter);
-        if (!after) throw new AppError('product_not_found', { detail: 'starting_after names no product' });
-        afterCode = after.code;
-      }
-      const rows = await repo.listProducts(sdb, { limit: filter.limit + 1, afterCode });
-      return { data: rows.slice(0, filter.limit).map(toProduct), hasMore: rows.length > filter.limit };
-    },
 
     // -- loans --------------------------------------------------------------
 
@@ -532,7 +481,7 @@ export function createServicingService(deps: ServicingDeps) {
       }
       const productRow = await repo.findProduct(sdb, input.productId, input.productVersion);
       if (!productRow) throw new AppError('product_not_found', { errors: [{ pointer: '#/product_id', location: 'body', detail: 'no such product (version)' }] });
-      const product = toProduct(productRow);
+      const product = productOf(productRow);
       const principal = parseAmount(input.principal, product.terms.currency, 'principal');
       checkLoanAgainstProduct(product.terms, { principal, term: input.term, annualRate: input.annualRate });
       const terms: LoanTerms = { ...product.terms, principal, annualRate: input.annualRate, term: input.term, firstPaymentDate: input.firstPaymentDate ?? null };
