@@ -3,7 +3,7 @@
  * `app.inject()`. Platform plugins first (ids, headers, CORS, auth, metrics, rate
  * limiting, roles, idempotency, compression), then each part's routes, then the docs.
  */
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import type { Redis } from 'ioredis';
 import { createIdentityService, type IdentityService } from './identity/service.js';
 import type { IdentityDb } from './identity/repository.js';
@@ -17,6 +17,12 @@ import { createEodService, type EodService } from './servicing/eod.js';
 import { registerEodRoutes } from './servicing/eod-routes.js';
 import { createServicingService, type ServicingDatabase, type ServicingService } from './servicing/service.js';
 import { registerIdentityRoutes } from './identity/routes.js';
+import { createOriginationMetrics } from './origination/metrics.js';
+import { createCompanyVerifier, createNarrativeWriter } from './origination/providers/index.js';
+import type { OriginationDb } from './origination/repository.js';
+import { registerOriginationRoutes } from './origination/routes.js';
+import { createOriginationService, type OriginationDatabase, type OriginationService } from './origination/service.js';
+import { createMemoryCache, createRedisCache } from './platform/cache.js';
 import { registerCalculatorRoutes } from './calculators/routes.js';
 import { createTokenSigner } from './identity/tokens.js';
 import type { Config } from './platform/config.js';
@@ -44,7 +50,7 @@ import {
 } from './platform/rate-limit.js';
 
 /** Every table the application knows. */
-export type AppDatabase = IdentityDb & LedgerDb & ServicingDb;
+export type AppDatabase = IdentityDb & LedgerDb & ServicingDb & OriginationDb;
 
 export interface AppDeps {
   readonly config: Config;
@@ -78,6 +84,7 @@ export interface BuiltApp {
   readonly ledger: LedgerService;
   readonly servicing: ServicingService;
   readonly eod: EodService;
+  readonly origination: OriginationService;
   /** Call when shutdown begins: readiness turns 503 while in-flight requests finish. */
   beginShutdown(): void;
 }
@@ -160,6 +167,27 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
   registerServicingRoutes(app, servicing);
   const eod = createEodService({ db: partView<ServicingDatabase>(db), ledger, clock, logger, chunkSize: config.eodChunkSize, lanes: config.eodConcurrency });
   registerEodRoutes(app, eod, logger);
+  // Company verifications are cached 10 minutes (the seed's), in Redis when there is one.
+  const cache = deps.redis ? createRedisCache(deps.redis, 'loanbook:cache:') : createMemoryCache({ maxEntries: 10_000 });
+  const origination = createOriginationService({
+    db: partView<OriginationDatabase>(db),
+    cipher,
+    clock,
+    logger,
+    verifier: createCompanyVerifier(config, cache),
+    narrator: createNarrativeWriter(config),
+    booking: {
+      productCurrency: (productId) => servicing.productCurrency(productId),
+      book: async (trx, request, ctx) => {
+        const loan = await servicing.createLoanIn(trx as unknown as Transaction<ServicingDatabase>, request, { ...ctx, idempotencyKey: undefined });
+        return { loanId: loan.id };
+      },
+    },
+    metrics: createOriginationMetrics(metrics.registry),
+    applicationsPerDay: config.origination.applicationsPerDay,
+    dualApprovalAbove: config.origination.dualApprovalAbove,
+  });
+  registerOriginationRoutes(app, origination);
   deps.extraRoutes?.(app);
 
   await registerDocsRoutes(app);
@@ -174,6 +202,7 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
     ledger,
     servicing,
     eod,
+    origination,
     beginShutdown() {
       shuttingDown = true;
     },

@@ -55,6 +55,21 @@ export interface Config {
   readonly calculationThreadPoolSize: number;
   readonly serperApiKey: string | undefined;
   readonly geminiApiKey: string | undefined;
+  /** External providers (origination): base URLs (overridable for a proxy), model, per-call timeout (≤ 3 s). */
+  readonly providers: {
+    readonly serperUrl: string;
+    readonly geminiUrl: string;
+    readonly geminiModel: string;
+    readonly timeoutMs: number;
+    /** Whether the underwriters' narrative may receive the applicant's personal data (default: never). */
+    readonly narrativeIncludesPii: boolean;
+  };
+  readonly origination: {
+    /** Velocity rule: applications per applicant (blind index) per 24 hours. */
+    readonly applicationsPerDay: number;
+    /** Review approvals of more than this amount (decimal string, major units) need a second underwriter. */
+    readonly dualApprovalAbove: string;
+  };
   /** 'HH:MM' (UTC): when serving processes close the business date each day; unset: only on request. */
   readonly eodSchedule: string | undefined;
   /** Loans per end-of-day chunk transaction. */
@@ -179,6 +194,15 @@ const envSchema = z.object({
   CALCULATION_THREAD_POOL_SIZE: intFrom(2, 1, 256),
   SERPER_API_KEY: optionalString,
   GEMINI_API_KEY: optionalString,
+  SERPER_URL: optionalString.refine((u) => u === undefined || /^https?:\/\//.test(u), { message: 'must be an http(s) URL' }),
+  GEMINI_URL: optionalString.refine((u) => u === undefined || /^https?:\/\//.test(u), { message: 'must be an http(s) URL' }),
+  GEMINI_MODEL: optionalString.refine((m) => m === undefined || /^[a-z0-9.-]+$/.test(m), { message: 'must be a model name such as "gemini-2.5-flash"' }),
+  PROVIDER_TIMEOUT_MS: intFrom(3000, 100, 3000),
+  NARRATIVE_INCLUDE_PII: z.enum(['true', 'false']).default('false'),
+  APPLICATIONS_PER_DAY: intFrom(5, 1, 10_000),
+  REVIEW_DUAL_APPROVAL_ABOVE: optionalString.refine((v) => v === undefined || /^\d{1,15}(\.\d{1,2})?$/.test(v), {
+    message: 'must be an amount such as "50000.00"',
+  }),
   EOD_SCHEDULE: optionalString.refine((v) => v === undefined || /^([01]\d|2[0-3]):[0-5]\d$/.test(v), { message: 'must be a UTC time of day as HH:MM, e.g. "00:30"' }),
   EOD_CHUNK_SIZE: intFrom(500, 1, 100_000),
   EOD_CONCURRENCY: intFrom(2, 1, 64),
@@ -294,6 +318,17 @@ export function loadConfig(
     calculationThreadPoolSize: e.CALCULATION_THREAD_POOL_SIZE,
     serperApiKey: e.SERPER_API_KEY,
     geminiApiKey: e.GEMINI_API_KEY,
+    providers: {
+      serperUrl: e.SERPER_URL ?? 'https://google.serper.dev',
+      geminiUrl: e.GEMINI_URL ?? 'https://generativelanguage.googleapis.com',
+      geminiModel: e.GEMINI_MODEL ?? 'gemini-2.5-flash',
+      timeoutMs: e.PROVIDER_TIMEOUT_MS,
+      narrativeIncludesPii: e.NARRATIVE_INCLUDE_PII === 'true',
+    },
+    origination: {
+      applicationsPerDay: e.APPLICATIONS_PER_DAY,
+      dualApprovalAbove: e.REVIEW_DUAL_APPROVAL_ABOVE ?? '50000.00',
+    },
     eodSchedule: e.EOD_SCHEDULE,
     eodChunkSize: e.EOD_CHUNK_SIZE,
     eodConcurrency: e.EOD_CONCURRENCY,

@@ -85,6 +85,16 @@ export interface CommandContext {
   readonly idempotencyKey?: string | undefined;
 }
 
+export interface CreateLoanInput {
+  readonly productId: string;
+  readonly productVersion?: number | undefined;
+  readonly borrowerId: string;
+  readonly principal: string;
+  readonly annualRate: string;
+  readonly term: number;
+  readonly firstPaymentDate?: string | undefined;
+}
+
 export interface LoanDetails {
   readonly id: string;
   readonly borrowerId: string;
@@ -472,39 +482,46 @@ export function createServicingService(deps: ServicingDeps) {
 
     // -- loans --------------------------------------------------------------
 
-    async createLoan(
-      input: { productId: string; productVersion?: number | undefined; borrowerId: string; principal: string; annualRate: string; term: number; firstPaymentDate?: string | undefined },
-      ctx: CommandContext,
-    ): Promise<LoanDetails> {
+    async createLoan(input: CreateLoanInput, ctx: CommandContext): Promise<LoanDetails> {
+      return db.transaction().execute((trx) => this.createLoanIn(trx, input, ctx));
+    },
+
+    /** Books a loan inside the caller's transaction (origination books an accepted offer with its own records). */
+    async createLoanIn(trx: Transaction<ServicingDatabase>, input: CreateLoanInput, ctx: CommandContext): Promise<LoanDetails> {
       if (borrowerScope(ctx.viewer) !== undefined && input.borrowerId !== ctx.viewer.userId) {
         throw new AppError('forbidden', { detail: 'A borrower books loans for themself only.' });
       }
-      const productRow = await repo.findProduct(sdb, input.productId, input.productVersion);
+      const productRow = await repo.findProduct(s(trx), input.productId, input.productVersion);
       if (!productRow) throw new AppError('product_not_found', { errors: [{ pointer: '#/product_id', location: 'body', detail: 'no such product (version)' }] });
       const product = productOf(productRow);
       const principal = parseAmount(input.principal, product.terms.currency, 'principal');
       checkLoanAgainstProduct(product.terms, { principal, term: input.term, annualRate: input.annualRate });
       const terms: LoanTerms = { ...product.terms, principal, annualRate: input.annualRate, term: input.term, firstPaymentDate: input.firstPaymentDate ?? null };
-      return db.transaction().execute(async (trx) => {
-        const today = await businessDate(trx);
-        const id = randomUUID();
-        const row = await repo.insertLoan(s(trx), {
-          id,
-          borrower_id: input.borrowerId,
-          product_id: product.id,
-          product_version: product.version,
-          status: 'pending_disbursement',
-          currency: product.terms.currency,
-          principal,
-          terms: termsToJson(terms),
-          state: stateJsonText(newLoanState()),
-          booked_on: today,
-          created_by: ctx.viewer.userId,
-        });
-        await appendAudit<ServicingDatabase>(trx, { action: 'loan.booked', actorId: ctx.viewer.userId, subjectType: 'loan', subjectId: id, ip: ctx.ip, requestId: ctx.requestId, details: { product_id: product.id, product_version: product.version, principal: formatMoney(principal, terms.currency), currency: terms.currency } }, clock());
-        await appendOutbox<ServicingDatabase>(trx, { topic: 'loan.booked', aggregateType: 'loan', aggregateId: id, payload: { loan_id: id, borrower_id: input.borrowerId, product_id: product.id, product_version: product.version } });
-        return details(row, today);
+      const today = await businessDate(trx);
+      const id = randomUUID();
+      const row = await repo.insertLoan(s(trx), {
+        id,
+        borrower_id: input.borrowerId,
+        product_id: product.id,
+        product_version: product.version,
+        status: 'pending_disbursement',
+        currency: product.terms.currency,
+        principal,
+        terms: termsToJson(terms),
+        state: stateJsonText(newLoanState()),
+        booked_on: today,
+        created_by: ctx.viewer.userId,
       });
+      await appendAudit<ServicingDatabase>(trx, { action: 'loan.booked', actorId: ctx.viewer.userId, subjectType: 'loan', subjectId: id, ip: ctx.ip, requestId: ctx.requestId, details: { product_id: product.id, product_version: product.version, principal: formatMoney(principal, terms.currency), currency: terms.currency } }, clock());
+      await appendOutbox<ServicingDatabase>(trx, { topic: 'loan.booked', aggregateType: 'loan', aggregateId: id, payload: { loan_id: id, borrower_id: input.borrowerId, product_id: product.id, product_version: product.version } });
+      return details(row, today);
+    },
+
+    /** A product's currency (origination prices an application in it); product_not_found when there is none. */
+    async productCurrency(productId: string): Promise<string> {
+      const row = await repo.findProduct(sdb, productId);
+      if (!row) throw new AppError('product_not_found', { errors: [{ pointer: '#/product_id', location: 'body', detail: 'no such product' }] });
+      return row.currency;
     },
 
     async loan(id: string, viewer: Viewer): Promise<LoanDetails> {
