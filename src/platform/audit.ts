@@ -2,8 +2,9 @@
  * The audit log: append-only (a trigger refuses UPDATE, DELETE and TRUNCATE) and
  * SHA-256 hash-chained: each row's hash covers its own fields and the previous row's
  * hash, so an edit or a deletion by someone who can bypass the trigger is still found
- * by `verifyAuditChain`. Appends take a transaction-scoped advisory lock, so ids are
- * gap-free and the chain is linear; the row commits with the change it records.
+ * by `verifyAuditChain`. Appends take a transaction-scoped advisory lock (in the
+ * database function `audit_log_append`), so ids are gap-free and the chain is linear;
+ * the row commits with the change it records.
  */
 import { sql, type Kysely } from 'kysely';
 import { canonicalJson } from './canonical-json.js';
@@ -11,8 +12,7 @@ import { sha256Hex } from './crypto.js';
 import { platformView, type PlatformTables } from './schema.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
-/** Arbitrary constant naming the audit chain's advisory lock. */
-const AUDIT_LOCK_KEY = 0x4c42_4155; // 'LBAU'
+/** The audit chain's advisory lock key, 0x4c424155 ('LBAU'): taken in migrations/0007_audit_append.sql. */
 
 export interface AuditEvent {
   readonly action: string;
@@ -55,16 +55,23 @@ export function auditRowHash(prevHash: string, row: ChainFields): string {
   );
 }
 
-/** Appends one event. Pass the transaction that makes the change, so both commit together. */
+/** Stands for the id in the canonical JSON sent to the database, which fills it in. */
+const ID_SENTINEL = '\u0000audit-id\u0000';
+const ID_SENTINEL_JSON = `"id":${JSON.stringify(ID_SENTINEL)}`;
+
+/**
+ * Appends one event. Pass the transaction that makes the change, so both commit together.
+ * One statement (migrations/0007_audit_append.sql): the database takes the chain lock,
+ * numbers the row and hashes it with the previous row's hash, so the lock is held only
+ * from this call to the commit. The hash is `auditRowHash`, which `verifyAuditChain` checks.
+ */
 export async function appendAudit<DB extends PlatformTables>(executor: Kysely<DB>, event: AuditEvent, now: Date): Promise<bigint> {
   const db = platformView(executor);
   if (!db.isTransaction) return db.transaction().execute((trx) => appendAudit(trx, event, now));
-  await sql`select pg_advisory_xact_lock(${AUDIT_LOCK_KEY})`.execute(db);
-  const last = await db.selectFrom('audit_log').select(['id', 'hash']).orderBy('id', 'desc').limit(1).executeTakeFirst();
-  const row: ChainFields = {
-    id: (last?.id ?? 0n) + 1n,
-    // Millisecond precision, so the value read back hashes the same.
-    occurred_at: new Date(Math.floor(now.getTime())),
+  // Millisecond precision, so the value read back hashes the same.
+  const occurredAt = new Date(Math.floor(now.getTime()));
+  const fields = {
+    occurred_at: occurredAt,
     actor_id: canonicalUuid(event.actorId ?? null),
     action: event.action,
     subject_type: event.subjectType ?? null,
@@ -73,15 +80,19 @@ export async function appendAudit<DB extends PlatformTables>(executor: Kysely<DB
     request_id: event.requestId ?? null,
     details: event.details ?? {},
   };
+  // The canonical JSON auditRowHash hashes, split around the id's value.
+  const json = canonicalJson({ ...fields, occurred_at: occurredAt.toISOString(), id: ID_SENTINEL });
+  const at = json.indexOf(ID_SENTINEL_JSON);
+  if (at < 0 || json.indexOf(ID_SENTINEL_JSON, at + 1) >= 0) throw new Error('audit: the id placeholder must appear exactly once');
+  const before = json.slice(0, at) + '"id":';
+  const after = json.slice(at + ID_SENTINEL_JSON.length);
   // Details are stored as the canonical JSON that is hashed (bigint as a decimal string,
   // Date as ISO), so what reads back hashes the same; JSON.stringify throws on a bigint.
-  const prevHash = last?.hash ?? GENESIS_HASH;
-  await sql`
-    insert into audit_log (id, occurred_at, actor_id, action, subject_type, subject_id, ip, request_id, details, prev_hash, hash)
-    values (${row.id}, ${row.occurred_at}, ${row.actor_id}, ${row.action}, ${row.subject_type}, ${row.subject_id},
-            ${row.ip}, ${row.request_id}, ${canonicalJson(row.details)}::jsonb, ${prevHash}, ${auditRowHash(prevHash, row)})
+  const result = await sql<{ id: string | bigint }>`
+    select audit_log_append(${fields.occurred_at}, ${fields.actor_id}, ${fields.action}, ${fields.subject_type}, ${fields.subject_id},
+                            ${fields.ip}, ${fields.request_id}, ${canonicalJson(fields.details)}::jsonb, ${before}, ${after}) as id
   `.execute(db);
-  return row.id;
+  return BigInt((result.rows[0] as { id: string | bigint }).id);
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;

@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { LightMyRequestResponse } from 'fastify';
 import { sql, type Kysely } from 'kysely';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AppDatabase } from '../../src/app.js';
 import { GENESIS_HASH, appendAudit, auditRowHash, verifyAuditChain } from '../../src/platform/audit.js';
@@ -247,6 +248,21 @@ describe(`audit log (${dbTarget})`, () => {
         nested: { b: [1, 'two', null, { d: true, c: 2.5 }], a: 'é ü 漢字 "quoted" \\ back' },
       });
       expect(await verifyAuditChain(db)).toEqual({ ok: true, rowsChecked: Number(id), headHash: await hashAt(db, Number(id)) });
+    });
+
+    it('the hash the database computes is auditRowHash for any text in any field (property)', async () => {
+      // The database hashes what the client sent (migrations/0007_audit_append.sql); a
+      // difference in escaping or encoding anywhere would break verification.
+      const text = fc.string({ unit: 'binary', maxLength: 40 }).filter((s) => !s.includes('\u0000'));
+      await fc.assert(
+        fc.asyncProperty(text, fc.option(text, { nil: null }), fc.option(text, { nil: null }), fc.dictionary(text, fc.oneof(text, fc.integer(), fc.boolean(), fc.constant(null)), { maxKeys: 4 }), async (action, subject, ip, details) => {
+          const id = await appendAudit(db, { action: action === '' ? 'x' : action, subjectType: 'prop', subjectId: subject, ip, details }, new Date());
+          const row = await db.selectFrom('audit_log').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+          expect(row.hash).toBe(auditRowHash(row.prev_hash, row));
+        }),
+        { numRuns: 60 },
+      );
+      expect((await verifyAuditChain(db)).ok).toBe(true);
     });
 
     it('an append inside a transaction that rolls back leaves no row and no gap', async () => {
