@@ -23,6 +23,18 @@ export async function insertPolicyVersion(
   return result.rows[0] as NonNullable<(typeof result.rows)[0]>;
 }
 
+/** Inserts a given version unless the name already has it (the shipped default, installed by whichever process comes first). */
+export async function insertPolicyVersionIfAbsent(
+  db: OriginationExecutor,
+  row: { id: string; name: string; version: number; description: string; content: string; content_hash: string },
+): Promise<void> {
+  await db
+    .insertInto('policy_versions')
+    .values({ ...row, created_by: null })
+    .onConflict((oc) => oc.columns(['name', 'version']).doNothing())
+    .execute();
+}
+
 export function findPolicy(db: OriginationExecutor, id: string) {
   return db.selectFrom('policy_versions').select([...POLICY_COLUMNS, 'content']).where('id', '=', id).executeTakeFirst();
 }
@@ -106,8 +118,32 @@ export async function countRecentApplications(db: OriginationExecutor, applicant
   return Number(row.n);
 }
 
-export async function insertApplication(db: OriginationExecutor, row: Omit<ApplicationRow, 'input' | 'loan_id'> & { input: string }): Promise<void> {
-  await db.insertInto('applications').values({ ...row, loan_id: null }).execute();
+/**
+ * Records an application with its decisions in one statement and answers how many
+ * applications the applicant made since `since` before this one. Call it under
+ * `lockApplicant`: the statement starts after the lock is granted, so its count sees every
+ * application committed before; the caller rolls back when the count is over the limit.
+ */
+export async function insertApplicationCounting(
+  db: OriginationExecutor,
+  row: Omit<ApplicationRow, 'input' | 'loan_id'> & { input: string },
+  decisions: readonly DecisionRowInsert[],
+  since: Date,
+): Promise<number> {
+  const result = await db
+    .with('a', (q) => q.insertInto('applications').values({ ...row, loan_id: null }).returning('id'))
+    .with('d', (q) => q.insertInto('application_decisions').values([...decisions]).returning('id'))
+    .selectFrom('applications')
+    .select((eb) => [
+      eb.fn.countAll<string>().as('n'),
+      eb.selectFrom('a').select((e) => e.fn.countAll<string>().as('x')).as('inserted'),
+      eb.selectFrom('d').select((e) => e.fn.countAll<string>().as('x')).as('decisions'),
+    ])
+    .where('applicant_index', '=', row.applicant_index)
+    .where('created_at', '>', since)
+    .executeTakeFirstOrThrow();
+  if (Number(result.inserted) !== 1 || Number(result.decisions) !== decisions.length) throw new Error('application insert did not write every row');
+  return Number(result.n);
 }
 
 export function findApplication(db: OriginationExecutor, id: string, borrowerId?: string, forUpdate = false) {

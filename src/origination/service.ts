@@ -261,23 +261,25 @@ export function createOriginationService(deps: OriginationDeps) {
     const content = loadDefaultPolicyContent();
     await compilePolicy({ id: 'default', version: 1, content });
     await db.transaction().execute(async (trx) => {
-      let row = await repo.findPolicyByName(o(trx), DEFAULT_POLICY_NAME, 1);
-      if (!row) {
-        const json = canonicalJson(content);
-        try {
-          await repo.insertPolicyVersion(o(trx), { id: randomUUID(), name: DEFAULT_POLICY_NAME, description: 'Shipped with Loanbook (src/origination/policies/default.json)', content: json, content_hash: hashJson(json), created_by: null });
-        } catch (error) {
-          if (String((error as { code?: unknown }).code) !== '23505') throw error;
-        }
-        row = await repo.findPolicyByName(o(trx), DEFAULT_POLICY_NAME, 1);
-      }
+      const json = canonicalJson(content);
+      await repo.insertPolicyVersionIfAbsent(o(trx), { id: randomUUID(), name: DEFAULT_POLICY_NAME, version: 1, description: 'Shipped with Loanbook (src/origination/policies/default.json)', content: json, content_hash: hashJson(json) });
+      const row = await repo.findPolicyByName(o(trx), DEFAULT_POLICY_NAME, 1);
       if (row && (await repo.assignChampionIfNone(o(trx), row.id))) {
         await appendAudit<OriginationDatabase>(trx, { action: 'policy.activated', subjectType: 'policy', subjectId: row.id, details: { role: 'champion', name: row.name, version: row.version, installed: 'default' } }, clock());
       }
     });
   }
 
-  async function activePolicies(): Promise<{ champion: { row: { id: string; name: string; version: number }; policy: CompiledPolicy }; challenger?: { row: { id: string; name: string; version: number }; policy: CompiledPolicy } }> {
+  type ActivePolicy = { row: { id: string; name: string; version: number }; policy: CompiledPolicy };
+  type Active = { champion: ActivePolicy; challenger?: ActivePolicy };
+  /**
+   * The champion and challenger, read at most once a second per process: an activation
+   * here takes effect at once, one made by another process within a second.
+   */
+  let active: { readAt: number; value: Promise<Active> } | undefined;
+  const ACTIVE_TTL_MS = 1000;
+
+  async function readActivePolicies(): Promise<Active> {
     let rows = await repo.assignments(odb);
     if (!rows.some((a) => a.role === 'champion')) {
       await ensureDefaultPolicy();
@@ -288,6 +290,18 @@ export function createOriginationService(deps: OriginationDeps) {
     const challengerId = rows.find((a) => a.role === 'challenger')?.policy_id;
     const champion = await policyById(championId);
     return challengerId === undefined || challengerId === championId ? { champion } : { champion, challenger: await policyById(challengerId) };
+  }
+
+  function activePolicies(): Promise<Active> {
+    const at = clock().getTime();
+    if (active === undefined || at - active.readAt >= ACTIVE_TTL_MS || at < active.readAt) {
+      const value = readActivePolicies();
+      active = { readAt: at, value };
+      value.catch(() => {
+        if (active?.value === value) active = undefined;
+      });
+    }
+    return active.value;
   }
 
   function timeStages(timings: StageTimings): void {
@@ -491,12 +505,10 @@ export function createOriginationService(deps: OriginationDeps) {
       const applicantIndex = cipher.blindIndex(identityKey(request), 'applicant');
       const at = clock();
       const since = new Date(at.getTime() - DAY_MS);
-      const velocity = async (executor: Kysely<OriginationDb>) => {
-        if ((await repo.countRecentApplications(executor, applicantIndex, since)) >= deps.applicationsPerDay) {
-          throw new AppError('application_velocity_exceeded', { headers: { 'retry-after': '3600' }, detail: `At most ${deps.applicationsPerDay} applications per applicant in 24 hours.` });
-        }
-      };
-      await velocity(odb);
+      const overLimit = () => new AppError('application_velocity_exceeded', { headers: { 'retry-after': '3600' }, detail: `At most ${deps.applicationsPerDay} applications per applicant in 24 hours.` });
+      // Checked before the pipeline runs (no provider call for a refused applicant), and again,
+      // authoritatively, under the applicant's lock when the application is written.
+      if ((await repo.countRecentApplications(odb, applicantIndex, since)) >= deps.applicationsPerDay) throw overLimit();
       const validationMs = now() - validationStarted;
 
       const { champion, challenger } = await activePolicies();
@@ -559,9 +571,7 @@ export function createOriginationService(deps: OriginationDeps) {
       };
       await db.transaction().execute(async (trx) => {
         await repo.lockApplicant(o(trx), applicantIndex);
-        await velocity(o(trx));
-        await repo.insertApplication(o(trx), row);
-        await repo.insertDecisions(o(trx), rows);
+        if ((await repo.insertApplicationCounting(o(trx), row, rows, since)) >= deps.applicationsPerDay) throw overLimit();
         await appendOutbox<OriginationDatabase>(trx, { topic: 'application.decided', aggregateType: 'application', aggregateId: id, payload: { application_id: id, outcome, policy_id: champion.row.id, borrower_id: borrowerId } });
         await appendAudit<OriginationDatabase>(
           trx,
@@ -580,8 +590,27 @@ export function createOriginationService(deps: OriginationDeps) {
       deps.metrics?.decision('automated', `${champion.row.name}@${champion.row.version}`, outcome);
       if (shadow && challenger) deps.metrics?.decision('shadow', `${challenger.row.name}@${challenger.row.version}`, shadow.result.outcome);
       if (outcome === 'referred') writeNarrative(id, automated.id, first.result, input);
-      const stored = await repo.findApplication(odb, id);
-      return view(stored as ApplicationRow, viewer, false);
+      // The answer from what was just written (the same as a read of it would give).
+      return {
+        id,
+        borrowerId,
+        submittedBy: viewer.userId,
+        channel: request.channel,
+        status: row.status,
+        outcome,
+        currency,
+        amount: input.loanAmount,
+        productId: row.product_id,
+        loanId: null,
+        reasons: first.result.reasons,
+        offer: first.result.offer,
+        applicant: PII_READERS.has(viewer.role) || borrowerId === viewer.userId
+          ? { name: request.applicantName, email: request.email ?? null, nationalId: request.nationalId ?? null, dateOfBirth: request.dateOfBirth ?? null }
+          : null,
+        decisionId: automated.id,
+        createdAt: at,
+        updatedAt: at,
+      };
     },
 
     async application(id: string, viewer: Viewer): Promise<ApplicationView> {
@@ -811,6 +840,7 @@ export function createOriginationService(deps: OriginationDeps) {
         }
         await appendAudit<OriginationDatabase>(trx, { action: role === 'none' ? 'policy.deactivated' : 'policy.activated', actorId: ctx.viewer.userId, subjectType: 'policy', subjectId: id, ip: ctx.ip, requestId: ctx.requestId, details: { role } }, clock());
       });
+      active = undefined;
       return this.policy(id);
     },
 
