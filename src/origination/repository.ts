@@ -155,10 +155,11 @@ export function findApplication(db: OriginationExecutor, id: string, borrowerId?
 
 export function listApplications(
   db: OriginationExecutor,
-  filter: { borrowerId?: string | undefined; status?: string | undefined; outcome?: string | undefined; limit: number; after?: { created_at: Date; id: string } | undefined; oldestFirst?: boolean },
+  filter: { borrowerId?: string | undefined; applicantIndex?: string | undefined; status?: string | undefined; outcome?: string | undefined; limit: number; after?: { created_at: Date; id: string } | undefined; oldestFirst?: boolean },
 ) {
   let q = db.selectFrom('applications').select(APPLICATION_COLUMNS);
   if (filter.borrowerId !== undefined) q = q.where('borrower_id', '=', filter.borrowerId);
+  if (filter.applicantIndex !== undefined) q = q.where('applicant_index', '=', filter.applicantIndex);
   if (filter.status !== undefined) q = q.where('status', '=', filter.status as ApplicationRow['status']);
   if (filter.outcome !== undefined) q = q.where('outcome', '=', filter.outcome);
   const after = filter.after;

@@ -240,13 +240,21 @@ export function registerOriginationRoutes(app: App, origination: OriginationServ
       schema: {
         tags,
         summary: 'Applications, newest first; a borrower sees their own',
-        querystring: z.strictObject({ ...page, status: z.enum(['decided', 'in_review', 'accepted']).optional(), decision: z.enum(DECISION_OUTCOMES).optional(), borrower_id: z.uuid().optional() }),
+        description: 'Admins and underwriters find a repeat applicant by `national_id` (or `email`, for applications made without a national id) through the blind index.',
+        querystring: z.strictObject({
+          ...page,
+          status: z.enum(['decided', 'in_review', 'accepted']).optional(),
+          decision: z.enum(DECISION_OUTCOMES).optional(),
+          borrower_id: z.uuid().optional(),
+          national_id: z.string().regex(/^[A-Za-z0-9 -]{4,32}$/).optional(),
+          email: z.email().max(254).optional(),
+        }),
         response: { 200: z.object({ data: z.array(applicationSchema), has_more: z.boolean() }) },
       },
     },
     async (request) => {
       const q = request.query;
-      const result = await origination.applications(context(request).viewer, { status: q.status, outcome: q.decision, borrowerId: q.borrower_id, limit: q.limit, startingAfter: q.starting_after });
+      const result = await origination.applications(context(request).viewer, { status: q.status, outcome: q.decision, borrowerId: q.borrower_id, nationalId: q.national_id, email: q.email, limit: q.limit, startingAfter: q.starting_after });
       return { data: result.data.map(applicationView), has_more: result.hasMore };
     },
   );

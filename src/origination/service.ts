@@ -219,7 +219,7 @@ function minorPerMajor(currency: string): bigint {
 }
 
 /** Same person, same index: national id when given, else email, else the name as written (case and spacing folded). */
-function identityKey(r: ApplicationRequest): string {
+function identityKey(r: Pick<ApplicationRequest, 'applicantName' | 'nationalId' | 'email'>): string {
   if (r.nationalId !== undefined) return `nid:${r.nationalId.replace(/[\s-]/g, '').toUpperCase()}`;
   if (r.email !== undefined) return `email:${r.email.trim().toLowerCase()}`;
   return `name:${r.applicantName.trim().replace(/\s+/g, ' ').toLowerCase()}`;
@@ -617,16 +617,23 @@ export function createOriginationService(deps: OriginationDeps) {
       return view(await loadVisible(id, viewer), viewer, true);
     },
 
-    async applications(viewer: Viewer, filter: { status?: string | undefined; outcome?: string | undefined; borrowerId?: string | undefined; limit: number; startingAfter?: string | undefined }): Promise<{ data: ApplicationView[]; hasMore: boolean }> {
+    async applications(
+      viewer: Viewer,
+      filter: { status?: string | undefined; outcome?: string | undefined; borrowerId?: string | undefined; nationalId?: string | undefined; email?: string | undefined; limit: number; startingAfter?: string | undefined },
+    ): Promise<{ data: ApplicationView[]; hasMore: boolean }> {
       const scope = viewer.role === 'borrower' ? viewer.userId : filter.borrowerId;
       if (viewer.role !== 'borrower' && !STAFF_READERS.has(viewer.role)) throw new AppError('forbidden');
+      // Repeat applicants, found by the blind index: a search by personal data is for those who may see it.
+      const byApplicant = filter.nationalId !== undefined || filter.email !== undefined;
+      if (byApplicant && !PII_READERS.has(viewer.role)) throw new AppError('forbidden', { detail: 'Searching by national id or email is for admins and underwriters.' });
+      const applicantIndex = byApplicant ? cipher.blindIndex(identityKey({ applicantName: '', nationalId: filter.nationalId, email: filter.email }), 'applicant') : undefined;
       let after: { created_at: Date; id: string } | undefined;
       if (filter.startingAfter !== undefined) {
         const a = await repo.findApplication(odb, filter.startingAfter, viewer.role === 'borrower' ? viewer.userId : undefined);
         if (!a) throw new AppError('application_not_found', { detail: 'starting_after names no application' });
         after = { created_at: a.created_at, id: a.id };
       }
-      const rows = await repo.listApplications(odb, { borrowerId: scope, status: filter.status, outcome: filter.outcome, limit: filter.limit + 1, after });
+      const rows = await repo.listApplications(odb, { borrowerId: scope, applicantIndex, status: filter.status, outcome: filter.outcome, limit: filter.limit + 1, after });
       const data = await Promise.all(rows.slice(0, filter.limit).map((r) => view(r, viewer, false)));
       return { data, hasMore: rows.length > filter.limit };
     },
@@ -718,7 +725,10 @@ export function createOriginationService(deps: OriginationDeps) {
         if (approving && firstApprovalPending && lastReview?.decided_by === viewer.userId) {
           throw new AppError('maker_checker', { detail: 'The second approval must come from a different underwriter.' });
         }
-        const needsSecond = approving && offer !== null && offer.amount > threshold && !firstApprovalPending;
+        // An approval that overturns the automated decision (a decline, say) is an override: like a
+        // large amount, it needs a second underwriter, so nobody approves their own override.
+        const overrides = automated !== undefined && automated.outcome !== 'referred' && automated.outcome !== request.decision;
+        const needsSecond = approving && offer !== null && (offer.amount > threshold || overrides) && !firstApprovalPending;
         const result = { outcome: request.decision, reasons, offer, stages: {}, pending_second_approval: needsSecond } as unknown as DecisionResult;
         const json = resultJson(result);
         const decisionId = randomUUID();
@@ -746,7 +756,7 @@ export function createOriginationService(deps: OriginationDeps) {
           await repo.updateApplication(o(trx), id, { status: 'decided', outcome: request.decision, decision_id: decisionId, updated_at: at });
         }
         await appendOutbox<OriginationDatabase>(trx, { topic: 'application.reviewed', aggregateType: 'application', aggregateId: id, payload: { application_id: id, outcome: request.decision, pending_second_approval: needsSecond } });
-        await appendAudit<OriginationDatabase>(trx, { action: needsSecond ? 'application.review.first_approval' : 'application.reviewed', actorId: viewer.userId, subjectType: 'application', subjectId: id, ip: ctx.ip, requestId: ctx.requestId, details: { decision_id: decisionId, outcome: request.decision, reasons: reasons.map((r) => r.code), automated_outcome: automated?.outcome ?? null, override: automated !== undefined && automated.outcome !== request.decision } }, at);
+        await appendAudit<OriginationDatabase>(trx, { action: needsSecond ? 'application.review.first_approval' : 'application.reviewed', actorId: viewer.userId, subjectType: 'application', subjectId: id, ip: ctx.ip, requestId: ctx.requestId, details: { decision_id: decisionId, outcome: request.decision, reasons: reasons.map((r) => r.code), automated_outcome: automated?.outcome ?? null, override: overrides } }, at);
         deps.metrics?.decision('review', 'review', request.decision);
       });
       return view((await repo.findApplication(odb, id)) as ApplicationRow, viewer, true);

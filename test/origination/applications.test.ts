@@ -256,6 +256,17 @@ describe(`applications (${dbTarget})`, () => {
     expect(mine.map((a) => a.id)).not.toContain(id);
   });
 
+  it('finds a repeat applicant by national id through the blind index (admins and underwriters only)', async () => {
+    const nid = `REP-${randomUUID().slice(0, 8)}`;
+    const ids = [];
+    for (const name of ['Grace Hopper', 'GRACE  HOPPER']) ids.push((await apply(borrower.token, { ...SEED, applicant_name: name, national_id: nid })).json<ApplicationBody>().id);
+    await apply(borrower.token, { ...SEED, ...person() });
+    const found = await get(`/v1/applications?national_id=${nid.toLowerCase()}`, underwriter.token);
+    expect(found.statusCode, found.body).toBe(200);
+    expect(found.json<{ data: ApplicationBody[] }>().data.map((a) => a.id).sort()).toEqual([...ids].sort());
+    expect((await get(`/v1/applications?national_id=${nid}`, analyst)).statusCode).toBe(403);
+  });
+
   it('caps applications per applicant per 24 hours (the blind index finds them however the name is written)', async () => {
     const nid = `VEL-${randomUUID().slice(0, 8)}`;
     for (let i = 0; i < 3; i++) expect((await apply(borrower.token, { ...SEED, national_id: nid, applicant_name: i % 2 ? 'JANE DOE' : 'jane doe' })).statusCode).toBe(201);
@@ -397,6 +408,27 @@ describe(`review and booking (${dbTarget})`, () => {
     const second = await post(`/v1/applications/${a.id}/review`, underwriter2.token, { decision: 'approved', note: 'second look' });
     expect(second.statusCode, second.body).toBe(200);
     expect(second.json<ApplicationBody>()).toEqual(expect.objectContaining({ status: 'decided', decision: 'approved' }));
+  });
+
+  it('approving over an automated decline is an override: it needs a second underwriter, never the same one', async () => {
+    const res = await apply(borrower.token, { ...SEED, ...person(), loan_amount: 5000, credit_history: { existing_loans: 1, repayment_score: 0.3 } });
+    const a = res.json<ApplicationBody>();
+    expect(a.decision).toBe('declined');
+    const first = await post(`/v1/applications/${a.id}/review`, underwriter.token, { decision: 'approved', note: 'old delinquency, since cured' });
+    expect(first.statusCode, first.body).toBe(200);
+    expect(first.json<ApplicationBody>()).toEqual(expect.objectContaining({ status: 'in_review', decision: 'declined' }));
+    const self = await post(`/v1/applications/${a.id}/review`, underwriter.token, { decision: 'approved', note: 'confirming my own override' });
+    expect(self.statusCode).toBe(403);
+    expect(problemOf(self).code).toBe('maker_checker');
+    const second = await post(`/v1/applications/${a.id}/review`, underwriter2.token, { decision: 'approved', note: 'agreed' });
+    expect(second.statusCode, second.body).toBe(200);
+    expect(second.json<ApplicationBody>()).toEqual(expect.objectContaining({ status: 'decided', decision: 'approved' }));
+    const audit = await sql<{ action: string; override: boolean }>`select action, (details->>'override')::boolean as override from audit_log where subject_id = ${a.id} order by id`.execute(db());
+    expect(audit.rows).toEqual([
+      { action: 'application.decided', override: null },
+      { action: 'application.review.first_approval', override: true },
+      { action: 'application.reviewed', override: true },
+    ]);
   });
 
   it('a review decline carries catalogued reasons; an unknown code is refused', async () => {
