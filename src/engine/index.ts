@@ -15,3 +15,5 @@ export * from './accrual.js';
 export * from './allocation.js';
 export * from './apr.js';
 export * from './irr.js';
+export * from './projection.js';
+export * from './monte-carlo.js';
