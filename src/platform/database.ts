@@ -103,6 +103,7 @@ export async function openDatabase<DB>(
     // PGlite runs in this thread with one session: statement_timeout cannot interrupt
     // it, so the timeout applies to the PostgreSQL path only.
     pglite = await PGlite.create(target.location === 'memory://' ? undefined : target.location);
+    yieldBetweenStatements(pglite);
     const bridge = createPgConfig(pglite);
     pool = new pg.Pool({
       ...bridge,
@@ -173,6 +174,25 @@ export async function openDatabase<DB>(
     },
   };
   return database;
+}
+
+/**
+ * PGlite runs each statement in this thread and the pg bridge chains them with promises
+ * only, so a long run of statements (an end-of-day run, a test suite) never lets the
+ * event loop reach its timers or I/O: no HTTP request is read, no timer fires, until it
+ * ends. Every statement that starts 20 ms or more after the last yield first waits one
+ * turn of the event loop (setImmediate), so the process stays responsive.
+ */
+function yieldBetweenStatements(pglite: PGlite): void {
+  const execute = pglite.execProtocolStream.bind(pglite);
+  let lastYield = performance.now();
+  pglite.execProtocolStream = async (...args: Parameters<PGlite['execProtocolStream']>) => {
+    if (performance.now() - lastYield >= 20) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      lastYield = performance.now();
+    }
+    return execute(...args);
+  };
 }
 
 /** The database a configuration points at: DATABASE_URL, or PGlite under DATA_DIR. */

@@ -157,6 +157,25 @@ describe('opening a database', () => {
     });
   });
 
+  it('embedded PGlite lets the event loop turn during a long run of statements (timers fire, I/O is read)', async () => {
+    const db = await openDatabase({ kind: 'pglite', location: 'memory://' }, testDbOptions, silentLogger);
+    try {
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 1);
+      let statements = 0;
+      // Until a timer has fired while statements are still running (bounded: a run that never
+      // lets the loop turn fails here instead of hanging).
+      while (ticks === 0 && statements < 50_000) {
+        await sql`select ${statements}::int`.execute(db.db);
+        statements++;
+      }
+      clearInterval(timer);
+      expect(ticks).toBeGreaterThan(0);
+    } finally {
+      await db.close();
+    }
+  });
+
   it('describes a target without its password', () => {
     expect(describeTarget({ kind: 'postgres', location: 'postgres://lb:hunter2@db.example:5432/lb' })).toBe(
       'PostgreSQL (postgres://lb:***@db.example:5432/lb)',
