@@ -25,10 +25,13 @@ import { createOriginationService, type OriginationDatabase, type OriginationSer
 import { createMemoryCache, createRedisCache } from './platform/cache.js';
 import { registerCalculatorRoutes } from './calculators/routes.js';
 import { createTokenSigner } from './identity/tokens.js';
+import { ROLES } from './identity/model.js';
 import type { Config } from './platform/config.js';
 import { createFieldCipher, type FieldCipher } from './platform/crypto.js';
 import type { Database } from './platform/database.js';
 import { registerHealthRoutes, type HealthCheck } from './platform/health.js';
+import { getJob, type JobQueue } from './platform/jobs.js';
+import { registerJobRoutes } from './platform/jobs-routes.js';
 import {
   createHttpServer,
   installAuthorization,
@@ -60,8 +63,14 @@ export interface AppDeps {
   readonly redis?: Redis;
   readonly clock?: () => Date;
   readonly metrics?: Metrics;
-  /** Extra readiness checks (e.g. the job worker when one runs in this process). */
+  /** Extra readiness checks. */
   readonly healthChecks?: readonly HealthCheck[];
+  /**
+   * The job queue (the caller creates, starts and stops it). Its health joins readiness
+   * (not critical: a stuck worker reports "degraded"). Without it GET /v1/jobs/{id} still
+   * reads the jobs table, but nothing can be enqueued.
+   */
+  readonly jobs?: JobQueue;
   /**
    * Redis key prefix for rate-limit counters (default `loanbook:rl:`). Deployments (or
    * test runs) that share one Redis but must not share counters use different prefixes.
@@ -85,6 +94,7 @@ export interface BuiltApp {
   readonly servicing: ServicingService;
   readonly eod: EodService;
   readonly origination: OriginationService;
+  readonly jobs: JobQueue | undefined;
   /** Call when shutdown begins: readiness turns 503 while in-flight requests finish. */
   beginShutdown(): void;
 }
@@ -155,6 +165,7 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
     // Not critical: the rate limiter falls back to in-process counting while Redis is away.
     checks.push({ name: 'redis', critical: false, check: async () => void (await redis.ping()) });
   }
+  if (deps.jobs) checks.push(deps.jobs.healthCheck());
   checks.push(...(deps.healthChecks ?? []));
   registerHealthRoutes(app, { checks, isShuttingDown: () => shuttingDown, version: packageVersion });
   if (config.metricsPort === undefined) registerMetricsRoute(app, metrics);
@@ -188,6 +199,8 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
     dualApprovalAbove: config.origination.dualApprovalAbove,
   });
   registerOriginationRoutes(app, origination);
+  const jobs = deps.jobs;
+  registerJobRoutes(app, jobs ?? { get: (id) => getJob(db, id) }, { roles: ROLES, seeAll: ['admin'] });
   deps.extraRoutes?.(app);
 
   await registerDocsRoutes(app);
@@ -203,6 +216,7 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
     servicing,
     eod,
     origination,
+    jobs,
     beginShutdown() {
       shuttingDown = true;
     },

@@ -6,6 +6,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Command, Option } from 'commander';
 import { buildApp, type AppDatabase, type BuiltApp } from './app.js';
+import { registerJobHandlers } from './job-handlers.js';
 import { ROLES, type Role } from './identity/model.js';
 import { verifyAuditChain } from './platform/audit.js';
 import { ConfigError, fingerprint, loadConfig, type Config } from './platform/config.js';
@@ -13,7 +14,9 @@ import { databaseTarget, describeTarget, openDatabase, type Database } from './p
 import { AppError, coerceError, isAppError } from './platform/errors.js';
 import { BASELINE_SECURITY_HEADERS } from './platform/http-errors.js';
 import { purgeExpiredIdempotencyKeys } from './platform/idempotency.js';
+import { createJobQueue, type JobQueue } from './platform/jobs.js';
 import { createLogger, type Logger } from './platform/logger.js';
+import { createMetrics } from './platform/metrics.js';
 import { migrateUp, migrationStatus, pendingMigrations } from './platform/migrate.js';
 import { packageVersion } from './platform/paths.js';
 import { createRedis } from './platform/redis.js';
@@ -21,6 +24,7 @@ import { createEodScheduler } from './servicing/eod-schedule.js';
 import { formatMoney, isCurrency } from './engine/index.js';
 import type { Redis } from 'ioredis';
 import type { Kysely } from 'kysely';
+import type { Registry } from 'prom-client';
 
 class CliError extends Error {
   constructor(
@@ -64,6 +68,7 @@ async function serve(): Promise<void> {
   const db = database.db as Kysely<unknown>;
   let redis: Redis | undefined;
   let built: BuiltApp | undefined;
+  let jobs: JobQueue | undefined;
   let metricsServer: Server | undefined;
   let port: number;
   const inFlight = new Set<ServerResponse>();
@@ -82,7 +87,12 @@ async function serve(): Promise<void> {
     }
 
     redis = cfg.redisUrl ? createRedis(cfg.redisUrl, logger) : undefined;
-    built = await buildApp({ config: cfg, logger, database, ...(redis ? { redis } : {}) });
+    const metrics = createMetrics();
+    jobs = jobQueue(cfg, logger, database, metrics.registry);
+    built = await buildApp({ config: cfg, logger, database, metrics, jobs, ...(redis ? { redis } : {}) });
+    // Every process enqueues; this one also runs the jobs in the embedded mode, or when asked to.
+    if (cfg.jobsInProcess) registerJobHandlers(jobs, { app: built, config: cfg, logger });
+    await jobs.start();
 
     const boot = await built.identity.bootstrapAdmin({ email: cfg.adminEmail, password: cfg.adminPassword });
     if (boot.created) {
@@ -127,12 +137,14 @@ async function serve(): Promise<void> {
   } catch (e) {
     // Start-up failed: release what was opened (the embedded database is closed cleanly).
     metricsServer?.close();
+    await jobs?.stop({ graceMs: 0 }).catch(() => undefined);
     await built?.app.close().catch(() => undefined);
     redis?.disconnect();
     await database.close().catch(() => undefined);
     throw e;
   }
   const { app } = built;
+  const queue = jobs;
 
   // Expired Idempotency-Key rows: once at start (processes may restart more often than
   // hourly), then every hour.
@@ -153,6 +165,7 @@ async function serve(): Promise<void> {
       host: cfg.host,
       database: describeTarget(target),
       redis: cfg.redisUrl ? 'configured' : 'in-process',
+      jobs: cfg.jobsInProcess ? { workers: 'in process', kinds: queue.kinds(), concurrency: cfg.workerConcurrency } : { workers: 'loanbook worker' },
       env: cfg.env,
       // Where the keys came from ('env' or 'generated') and which keys they are; never the keys.
       secret_key_source: cfg.secretSources.secretKey,
@@ -190,8 +203,8 @@ async function serve(): Promise<void> {
     clearInterval(purge);
     void eodScheduler?.stop();
     // app.close stops accepting, lets in-flight requests finish, then runs onClose hooks.
-    app
-      .close()
+    // Jobs in flight get the same grace, less a second to release the ones still running.
+    Promise.all([app.close(), queue.stop({ graceMs: jobGraceMs(cfg) })])
       .then(async () => {
         metricsServer?.close();
         redis?.disconnect();
@@ -206,6 +219,77 @@ async function serve(): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+function jobQueue(cfg: Config, logger: Logger, database: Database<AppDatabase>, registry: Registry): JobQueue {
+  return createJobQueue({ database, logger, concurrency: cfg.workerConcurrency, registry, stopGraceMs: jobGraceMs(cfg) });
+}
+
+/** Within SHUTDOWN_GRACE_MS, leaving a second to release (requeue) the jobs still running. */
+function jobGraceMs(cfg: Config): number {
+  return Math.max(0, cfg.http.shutdownGraceMs - 1000);
+}
+
+/** `loanbook worker`: runs the registered job kinds until SIGTERM/SIGINT. */
+async function worker(): Promise<void> {
+  const cfg = config();
+  if (cfg.databaseUrl === undefined) {
+    throw new CliError(
+      '`loanbook worker` needs DATABASE_URL: the embedded database belongs to one process, and `loanbook serve` runs its jobs itself',
+      2,
+    );
+  }
+  const logger = createLogger({ level: cfg.logLevel });
+  const target = databaseTarget(cfg);
+  const database = await openDatabase<AppDatabase>(target, { ...cfg.db, applicationName: 'loanbook-worker' }, logger);
+  let built: BuiltApp | undefined;
+  let jobs: JobQueue | undefined;
+  try {
+    await requireMigrated(database);
+    const metrics = createMetrics();
+    jobs = jobQueue(cfg, logger, database, metrics.registry);
+    built = await buildApp({ config: cfg, logger, database, metrics, jobs });
+    registerJobHandlers(jobs, { app: built, config: cfg, logger });
+    await jobs.start();
+  } catch (e) {
+    await jobs?.stop({ graceMs: 0 }).catch(() => undefined);
+    await built?.app.close().catch(() => undefined);
+    await database.close().catch(() => undefined);
+    throw e;
+  }
+  const app = built.app;
+  const queue = jobs;
+
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down: finishing jobs in flight');
+    const force = setTimeout(() => {
+      logger.error('shutdown grace period over; exiting');
+      process.exit(1);
+    }, cfg.http.shutdownGraceMs);
+    force.unref();
+    queue
+      .stop({ graceMs: jobGraceMs(cfg) })
+      .then(async () => {
+        await app.close();
+        await database.close();
+        logger.info('stopped');
+        process.exit(0);
+      })
+      .catch((e: unknown) => {
+        logger.error({ err: coerceError(e) }, 'error during shutdown');
+        process.exit(1);
+      });
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  // Announced once the signals are handled: whoever waits for this line may stop the worker at once.
+  logger.info(
+    { database: describeTarget(target), kinds: queue.kinds(), concurrency: cfg.workerConcurrency, env: cfg.env, version: packageVersion },
+    'loanbook worker running',
+  );
 }
 
 /** Keeps `inFlight` holding the responses not yet finished or aborted. */
@@ -240,12 +324,14 @@ const ENVIRONMENT: Record<string, string> = {
   ADMIN_PASSWORD: 'first start: its password; unset: generated and printed once',
   METRICS_PORT: 'serve /metrics on this port only',
   LOG_LEVEL: 'fatal, error, warn, info (default), debug, trace or silent',
-  SHUTDOWN_GRACE_MS: 'how long SIGTERM waits for in-flight requests (default 10000)',
+  SHUTDOWN_GRACE_MS: 'how long SIGTERM waits for in-flight requests and jobs (default 10000)',
   DB_POOL_MAX: 'PostgreSQL connections per process (default 10)',
   DB_STATEMENT_TIMEOUT_MS: 'PostgreSQL statement timeout (default 30000; migrations are exempt)',
   EOD_SCHEDULE: 'HH:MM (UTC): serving processes close the business date daily at this time; unset: only on request',
   EOD_CHUNK_SIZE: 'loans per end-of-day transaction (default 500)',
   EOD_CONCURRENCY: 'end-of-day chunks in flight at once, each over its own slice of the book (default 2)',
+  WORKER_CONCURRENCY: 'jobs of each kind run at once per process (default 4)',
+  JOBS_IN_PROCESS: 'serve runs the job workers itself (default: true embedded, false with DATABASE_URL)',
 };
 
 function environmentHelp(names: readonly (keyof typeof ENVIRONMENT)[]): string {
@@ -272,6 +358,15 @@ program
   )
   .addHelpText('after', environmentHelp(Object.keys(ENVIRONMENT)))
   .action(serve);
+
+program
+  .command('worker')
+  .description(
+    'Run background jobs (PostgreSQL only: DATABASE_URL). Needs a migrated database. SIGTERM/SIGINT stop taking jobs, ' +
+      'let those in flight finish within SHUTDOWN_GRACE_MS, requeue the rest, then exit 0.',
+  )
+  .addHelpText('after', environmentHelp([...DATABASE_ENV, 'WORKER_CONCURRENCY', 'SHUTDOWN_GRACE_MS']))
+  .action(worker);
 
 const migrate = program
   .command('migrate')

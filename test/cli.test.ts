@@ -153,6 +153,7 @@ describe('--help', SLOW, () => {
       [/^ {2}--email <email> +email address/m, /^ {2}--role <role> +role \(choices: "admin", "underwriter", "servicer",\s+"analyst", "auditor", "borrower"\)/m, /^ {2}--password <password> +/m, /^ {2}ENCRYPTION_KEY +/m],
     ],
     [['audit', 'verify'], 'loanbook audit verify [options]', [/Recompute the hash chain/, /^ {2}DATABASE_URL +/m]],
+    [['worker'], 'loanbook worker [options]', [/Run background jobs/, /^ {2}DATABASE_URL +/m, /^ {2}WORKER_CONCURRENCY +/m, /SIGTERM/]],
   ];
 
   it.each(cases)('loanbook %j --help prints usage, options and environment, and exits 0', async (args, usage, expected) => {
@@ -325,6 +326,17 @@ describe('configuration refusals', SLOW, () => {
     expect(readdirSync(dataDir)).toStrictEqual([]); // nor opens a database
   });
 
+  it('worker refuses the embedded database (it belongs to the serving process) with exit code 2, opening nothing', async () => {
+    const dataDir = tempDir();
+    const r = await cli(['worker'], { ENV: 'development', DATA_DIR: dataDir, ...SECRETS });
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe(
+      'loanbook: `loanbook worker` needs DATABASE_URL: the embedded database belongs to one process, and `loanbook serve` runs its jobs itself\n',
+    );
+    expect(readdirSync(dataDir)).toStrictEqual([]);
+  });
+
   it('ENV=production without ENCRYPTION_KEY refuses every database command with exit code 2', async () => {
     const r = await cli(['migrate', 'up'], { ENV: 'production', DATA_DIR: tempDir(), SECRET_KEY: TEST_SECRET_KEY });
     expect(r.code).toBe(2);
@@ -417,10 +429,20 @@ describe.runIf(isPostgres)('ENV=production serve on PostgreSQL', SLOW, () => {
     expect(serve.logs().find((l) => l.message === 'loanbook listening')).toMatchObject({
       port,
       env: 'production',
+      jobs: { workers: 'loanbook worker' },
       secret_key_source: 'env',
       secret_key_id: fingerprint(TEST_SECRET_KEY),
       encryption_key_source: 'env',
     });
+  });
+
+  it('worker runs on the migrated database and exits 0 on SIGTERM', async () => {
+    const worker = new CliProcess(['worker'], { ...env, LOG_LEVEL: 'info', WORKER_CONCURRENCY: '3' });
+    await worker.waitForStdout(/"message":"loanbook worker running"/);
+    expect(worker.logs().find((l) => l.message === 'loanbook worker running')).toMatchObject({ concurrency: 3, env: 'production' });
+    worker.child.kill('SIGTERM');
+    expect(await worker.exited).toStrictEqual({ code: 0, signal: null });
+    expect(worker.logs().map((l) => l.message)).toContain('stopped');
   });
 });
 

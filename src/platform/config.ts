@@ -51,7 +51,10 @@ export interface Config {
   readonly idempotencyRetentionHours: number;
   readonly sentryDsn: string | undefined;
   readonly otelExporterEndpoint: string | undefined;
+  /** Jobs of each kind run at once per process (`loanbook worker`, or `serve` when jobsInProcess). */
   readonly workerConcurrency: number;
+  /** Whether `serve` runs the job workers itself. Default: yes on the embedded database, no with DATABASE_URL. */
+  readonly jobsInProcess: boolean;
   readonly calculationThreadPoolSize: number;
   readonly serperApiKey: string | undefined;
   readonly geminiApiKey: string | undefined;
@@ -191,6 +194,7 @@ const envSchema = z.object({
   SENTRY_DSN: optionalString,
   OTEL_EXPORTER_OTLP_ENDPOINT: optionalString,
   WORKER_CONCURRENCY: intFrom(4, 1, 256),
+  JOBS_IN_PROCESS: z.enum(['true', 'false']).optional(),
   CALCULATION_THREAD_POOL_SIZE: intFrom(2, 1, 256),
   SERPER_API_KEY: optionalString,
   GEMINI_API_KEY: optionalString,
@@ -243,6 +247,11 @@ export function loadConfig(
     problems.push(
       `HTTP_HEADERS_TIMEOUT_MS (${e.HTTP_HEADERS_TIMEOUT_MS}) must not exceed HTTP_REQUEST_TIMEOUT_MS (${e.HTTP_REQUEST_TIMEOUT_MS}); ` +
         'the whole request cannot arrive before its headers',
+    );
+  }
+  if (e.JOBS_IN_PROCESS === 'false' && e.DATABASE_URL === undefined) {
+    problems.push(
+      'JOBS_IN_PROCESS=false needs DATABASE_URL: the embedded database belongs to the serving process, so no `loanbook worker` could run the jobs',
     );
   }
   if (production) {
@@ -315,6 +324,7 @@ export function loadConfig(
     sentryDsn: e.SENTRY_DSN,
     otelExporterEndpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT,
     workerConcurrency: e.WORKER_CONCURRENCY,
+    jobsInProcess: e.JOBS_IN_PROCESS === undefined ? e.DATABASE_URL === undefined : e.JOBS_IN_PROCESS === 'true',
     calculationThreadPoolSize: e.CALCULATION_THREAD_POOL_SIZE,
     serperApiKey: e.SERPER_API_KEY,
     geminiApiKey: e.GEMINI_API_KEY,

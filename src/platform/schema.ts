@@ -1,4 +1,4 @@
-/** Kysely table types for the platform's own tables (migrations/0001_platform.sql, 0004_outbox.sql). */
+/** Kysely table types for the platform's own tables (migrations/0001_platform.sql, 0004_outbox.sql, 0008_jobs.sql). */
 import type { ColumnType, Generated, JSONColumnType, Kysely } from 'kysely';
 
 export interface IdempotencyKeysTable {
@@ -45,10 +45,30 @@ export interface OutboxEventsTable {
   last_error: string | null;
 }
 
+export interface JobsTable {
+  id: ColumnType<string, string, never>;
+  kind: ColumnType<string, string, never>;
+  state: ColumnType<'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled', undefined, 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled'>;
+  /** numeric(5,4): read as a decimal string, written as one. */
+  progress: ColumnType<string, undefined, string>;
+  /** Inserted as canonical JSON text (src/platform/canonical-json.ts). */
+  payload: ColumnType<Record<string, unknown>, string, never>;
+  result: ColumnType<unknown, never, string | null>;
+  error: ColumnType<string | null, never, string | null>;
+  attempts: ColumnType<number, undefined, number>;
+  max_attempts: ColumnType<number, number, never>;
+  created_by: ColumnType<string | null, string | null, never>;
+  created_at: ColumnType<Date, undefined, never>;
+  started_at: ColumnType<Date | null, never, Date | null>;
+  finished_at: ColumnType<Date | null, never, Date | null>;
+  updated_at: ColumnType<Date, undefined, Date>;
+}
+
 export interface PlatformTables {
   idempotency_keys: IdempotencyKeysTable;
   audit_log: AuditLogTable;
   outbox_events: OutboxEventsTable;
+  jobs: JobsTable;
 }
 
 /**

@@ -65,6 +65,7 @@ describe('loadConfig: defaults', () => {
     expect(c.db).toEqual({ poolMax: 10, statementTimeoutMs: 30_000, connectionTimeoutMs: 5_000, idleInTransactionTimeoutMs: 60_000 });
     expect(c.idempotencyRetentionHours).toBe(24);
     expect(c.workerConcurrency).toBe(4);
+    expect(c.jobsInProcess).toBe(true);
     expect(c.calculationThreadPoolSize).toBe(2);
   });
 
@@ -321,5 +322,19 @@ describe('loadConfig: generated secrets in embedded mode', () => {
     expect(err.message).toBe(
       `${join(cwd, 'state', 'secrets.json')} is damaged; restore it from a backup or set SECRET_KEY and ENCRYPTION_KEY`,
     );
+  });
+});
+
+describe('loadConfig: JOBS_IN_PROCESS', () => {
+  it('defaults to running the workers in the serving process on the embedded database, and not with DATABASE_URL', () => {
+    expect(load({}).jobsInProcess).toBe(true);
+    expect(load({ DATABASE_URL: 'postgres://db/loanbook' }).jobsInProcess).toBe(false);
+    expect(load({ DATABASE_URL: 'postgres://db/loanbook', JOBS_IN_PROCESS: 'true' }).jobsInProcess).toBe(true);
+    expect(load({ JOBS_IN_PROCESS: 'true' }).jobsInProcess).toBe(true);
+  });
+
+  it('refuses false on the embedded database (no other process could run the jobs), and values other than true or false', () => {
+    expect(configError(() => load({ JOBS_IN_PROCESS: 'false' })).message).toContain('JOBS_IN_PROCESS=false needs DATABASE_URL');
+    expect(configError(() => load({ JOBS_IN_PROCESS: 'yes' })).message).toContain('JOBS_IN_PROCESS:');
   });
 });

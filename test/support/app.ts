@@ -6,6 +6,7 @@ import type { Redis } from 'ioredis';
 import { buildApp, type BuiltApp } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/platform/config.js';
 import type { Role } from '../../src/identity/model.js';
+import type { JobQueue } from '../../src/platform/jobs.js';
 import { createTestDatabase, silentLogger, type TestDatabase } from './db.js';
 
 export const TEST_SECRET_KEY = 'test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz';
@@ -41,6 +42,8 @@ export interface TestAppOptions {
   readonly clock?: () => Date;
   /** Reuse a database (e.g. to build two apps over one); otherwise a fresh one is made. */
   readonly db?: TestDatabase;
+  /** A job queue over the same database (the test starts and stops it). */
+  readonly jobs?: JobQueue;
 }
 
 let seq = 0;
@@ -56,6 +59,7 @@ export async function createTestApp(options: TestAppOptions = {}): Promise<TestA
     // Redis never leak between test files or CI runs.
     ...(options.redis ? { redis: options.redis, rateLimitKeyPrefix: `loanbook:test:${process.pid}:${++seq}:` } : {}),
     ...(options.clock ? { clock: options.clock } : {}),
+    ...(options.jobs ? { jobs: options.jobs } : {}),
   });
   await built.app.ready();
   await built.identity.bootstrapAdmin({ email: ADMIN_EMAIL, password: ADMIN_PASSWORD });
