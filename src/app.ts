@@ -17,6 +17,9 @@ import { createEodService, type EodService } from './servicing/eod.js';
 import { registerEodRoutes } from './servicing/eod-routes.js';
 import { createServicingService, type ServicingDatabase, type ServicingService } from './servicing/service.js';
 import { registerIdentityRoutes } from './identity/routes.js';
+import type { ForecastingDb } from './forecasting/repository.js';
+import { registerForecastingRoutes } from './forecasting/routes.js';
+import { createForecastingService, type ForecastingService } from './forecasting/service.js';
 import { createOriginationMetrics } from './origination/metrics.js';
 import { createCompanyVerifier, createNarrativeWriter } from './origination/providers/index.js';
 import type { OriginationDb } from './origination/repository.js';
@@ -53,7 +56,7 @@ import {
 } from './platform/rate-limit.js';
 
 /** Every table the application knows. */
-export type AppDatabase = IdentityDb & LedgerDb & ServicingDb & OriginationDb;
+export type AppDatabase = IdentityDb & LedgerDb & ServicingDb & OriginationDb & ForecastingDb;
 
 export interface AppDeps {
   readonly config: Config;
@@ -94,6 +97,7 @@ export interface BuiltApp {
   readonly servicing: ServicingService;
   readonly eod: EodService;
   readonly origination: OriginationService;
+  readonly forecasting: ForecastingService;
   readonly jobs: JobQueue | undefined;
   /** Call when shutdown begins: readiness turns 503 while in-flight requests finish. */
   beginShutdown(): void;
@@ -200,6 +204,19 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
   });
   registerOriginationRoutes(app, origination);
   const jobs = deps.jobs;
+  const forecasting = createForecastingService({
+    db: partView<ForecastingDb>(db),
+    clock,
+    jobs,
+    book: {
+      // The live book one currency at a time: outstanding principal in major units (analytics).
+      loans: async (currency) =>
+        (await servicing.bookTape())
+          .filter((l) => l.currency === currency)
+          .map((l) => ({ balance: l.balance, annual_rate: l.annualRate, remaining_term: l.remainingTerm, age: l.age })),
+    },
+  });
+  registerForecastingRoutes(app, forecasting);
   registerJobRoutes(app, jobs ?? { get: (id) => getJob(db, id) }, { roles: ROLES, seeAll: ['admin'] });
   deps.extraRoutes?.(app);
 
@@ -216,6 +233,7 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
     servicing,
     eod,
     origination,
+    forecasting,
     jobs,
     beginShutdown() {
       shuttingDown = true;

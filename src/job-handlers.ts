@@ -5,6 +5,7 @@
  * when JOBS_IN_PROCESS is on. Processes that only enqueue register nothing.
  */
 import type { BuiltApp } from './app.js';
+import { forecastingJobs } from './forecasting/jobs.js';
 import type { Config } from './platform/config.js';
 import type { JobQueue } from './platform/jobs.js';
 import type { Logger } from './platform/logger.js';
@@ -22,8 +23,8 @@ export interface JobModule {
   register(queue: JobQueue, deps: JobHandlerDeps): void;
 }
 
-/** The shipped modules. Forecasting adds its projection jobs here. */
-export const JOB_MODULES: readonly JobModule[] = [];
+/** The shipped modules. */
+export const JOB_MODULES: readonly JobModule[] = [forecastingJobs];
 
 /** Registers every module's handlers; `modules` replaces the shipped list (tests pass their own). */
 export function registerJobHandlers(queue: JobQueue, deps: JobHandlerDeps, modules: readonly JobModule[] = JOB_MODULES): void {

@@ -351,3 +351,30 @@ export async function ensurePartitions(db: ServicingExecutor, firstMonth: string
   const r = await sql<{ n: number }>`select loan_transactions_ensure_partitions(${firstMonth}::date, ${months}) as n`.execute(db);
   return r.rows[0]?.n ?? 0;
 }
+
+// ---------------------------------------------------------------------------
+// The book, as forecasting reads it
+// ---------------------------------------------------------------------------
+
+/**
+ * Active monthly loans with principal outstanding: the amount (minor units), currency,
+ * gross rate, term and first disbursement date, for a projection of the live book. Read
+ * in one set-based query, in batches by id.
+ */
+export function activeMonthlyLoans(db: ServicingExecutor, after: string | undefined, limit: number) {
+  let q = db
+    .selectFrom('loans')
+    .select([
+      'id',
+      'currency',
+      'principal_outstanding',
+      sql<string>`terms->>'annualRate'`.as('annual_rate'),
+      sql<number>`(terms->>'term')::int`.as('term'),
+      sql<string | null>`state->>'firstDisbursementDate'`.as('first_disbursement_date'),
+    ])
+    .where('status', '=', 'active')
+    .where('principal_outstanding', '>', 0n)
+    .where(sql<boolean>`terms->>'frequency' = 'monthly'`);
+  if (after !== undefined) q = q.where('id', '>', after);
+  return q.orderBy('id').limit(limit).execute();
+}

@@ -517,6 +517,28 @@ export function createServicingService(deps: ServicingDeps) {
       return details(row, today);
     },
 
+    /**
+     * The live book for a projection (forecasting): every active monthly loan's outstanding
+     * principal in major units of its currency, gross rate, and elapsed and remaining
+     * installments as of the business date (whole months since the first disbursement).
+     */
+    async bookTape(): Promise<{ currency: string; balance: number; annualRate: number; remainingTerm: number; age: number }[]> {
+      const today = parseDate(await businessDate());
+      const out: { currency: string; balance: number; annualRate: number; remainingTerm: number; age: number }[] = [];
+      let after: string | undefined;
+      for (;;) {
+        const rows = await repo.activeMonthlyLoans(sdb, after, 5000);
+        for (const r of rows) {
+          const start = r.first_disbursement_date === null ? today : parseDate(r.first_disbursement_date);
+          const months = Math.max(0, (today.year - start.year) * 12 + (today.month - start.month) - (today.day < start.day ? 1 : 0));
+          const age = Math.min(months, r.term - 1);
+          out.push({ currency: r.currency, balance: Number(formatMoney(BigInt(r.principal_outstanding), r.currency)), annualRate: Number(r.annual_rate), remainingTerm: r.term - age, age });
+        }
+        if (rows.length < 5000) return out;
+        after = rows[rows.length - 1]?.id;
+      }
+    },
+
     /** A product's currency (origination prices an application in it); product_not_found when there is none. */
     async productCurrency(productId: string): Promise<string> {
       const row = await repo.findProduct(sdb, productId);
