@@ -20,6 +20,7 @@ import { registerIdentityRoutes } from './identity/routes.js';
 import type { ForecastingDb } from './forecasting/repository.js';
 import { registerForecastingRoutes } from './forecasting/routes.js';
 import { createForecastingService, type ForecastingService } from './forecasting/service.js';
+import { createCalculationPool } from './forecasting/threads.js';
 import { createOriginationMetrics } from './origination/metrics.js';
 import { createCompanyVerifier, createNarrativeWriter } from './origination/providers/index.js';
 import type { OriginationDb } from './origination/repository.js';
@@ -204,10 +205,14 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
   });
   registerOriginationRoutes(app, origination);
   const jobs = deps.jobs;
+  // Threads start on first use (a queued projection of a long loan list) and end with the app.
+  const threads = createCalculationPool(config.calculationThreadPoolSize);
+  app.addHook('onClose', async () => threads.close());
   const forecasting = createForecastingService({
     db: partView<ForecastingDb>(db),
     clock,
     jobs,
+    threads,
     book: {
       // The live book one currency at a time: outstanding principal in major units (analytics).
       loans: async (currency) =>

@@ -26,6 +26,7 @@ import {
 } from './model.js';
 import * as repo from './repository.js';
 import type { ForecastingDb } from './repository.js';
+import type { CalculationPool } from './threads.js';
 
 export interface Viewer {
   readonly userId: string;
@@ -46,6 +47,8 @@ export interface BookTapePort {
 export interface ForecastingDeps {
   readonly db: Kysely<ForecastingDb>;
   readonly clock: () => Date;
+  /** The calculation threads (CALCULATION_THREAD_POOL_SIZE) for queued projections of loan lists. */
+  readonly threads?: CalculationPool | undefined;
   readonly jobs?: ForecastJobsPort | undefined;
   readonly book?: BookTapePort | undefined;
   /** Above this many loan-months (loans × months × Monte Carlo paths) a forecast runs as a job. */
@@ -126,26 +129,56 @@ function maxMonths(work: ForecastWork, bookLoans?: readonly LoanBody[]): number 
 
 /** Runs a forecast: the projection, its summary, and Monte Carlo when asked. Pure over its input. */
 export function computeForecast(work: ForecastWork, bookLoans?: readonly LoanBody[]): Omit<ForecastResult, 'forecastId'> {
-  const { input, loans } = poolInput(work, bookLoans);
+  const { input } = poolInput(work, bookLoans);
   const assumptions = engineAssumptions(work.assumptions);
   const pricing = { price: work.price, discountRate: work.discountRate };
-  return withEngine(() => {
-    const projection: PoolProjection =
-      work.pool !== undefined
-        ? projectPool(input as Parameters<typeof projectPool>[0], assumptions, { horizonMonths: work.horizonMonths, pricing })
-        : projectLoans(input as Parameters<typeof projectLoans>[0], assumptions, { horizonMonths: work.horizonMonths, pricing });
-    const mc = work.monteCarlo
-      ? runMonteCarlo(input, assumptions, { paths: work.monteCarlo.simulations, seed: work.monteCarlo.seed, price: work.price, horizonMonths: work.horizonMonths })
-      : null;
-    return {
-      loans,
-      months: projection.months,
-      assumptions: work.assumptions,
-      periods: periodRows(projection),
-      summary: summaryView(projection.summary),
-      monteCarlo: mc ? monteCarloView(mc) : null,
-    };
-  });
+  const projection = withEngine((): PoolProjection =>
+    work.pool !== undefined
+      ? projectPool(input as Parameters<typeof projectPool>[0], assumptions, { horizonMonths: work.horizonMonths, pricing })
+      : projectLoans(input as Parameters<typeof projectLoans>[0], assumptions, { horizonMonths: work.horizonMonths, pricing }),
+  );
+  return forecastResult(work, input, projection);
+}
+
+/** Loan lists at least this long are projected on the calculation threads (when there are any). */
+export const THREADED_MIN_LOANS = 2_000;
+
+/** computeForecast, with a loan list's projection spread over the calculation threads. */
+export async function computeForecastOnThreads(work: ForecastWork, bookLoans: readonly LoanBody[] | undefined, threads: CalculationPool | undefined, progress: (fraction: number) => void): Promise<Omit<ForecastResult, 'forecastId'>> {
+  const { input, loans } = poolInput(work, bookLoans);
+  if (threads === undefined || work.pool !== undefined || loans < THREADED_MIN_LOANS) return computeForecast(work, bookLoans);
+  const pricing = { price: work.price, discountRate: work.discountRate };
+  let projection: PoolProjection;
+  try {
+    projection = await threads.projectLoans(input as Parameters<typeof projectLoans>[0], engineAssumptions(work.assumptions), { horizonMonths: work.horizonMonths, pricing }, progress);
+  } catch (error) {
+    throw withEngineError(error);
+  }
+  return forecastResult(work, input, projection);
+}
+
+function withEngineError(error: unknown): unknown {
+  try {
+    return withEngine(() => {
+      throw error;
+    });
+  } catch (mapped) {
+    return mapped;
+  }
+}
+
+function forecastResult(work: ForecastWork, input: PoolInput, projection: PoolProjection): Omit<ForecastResult, 'forecastId'> {
+  const mc = work.monteCarlo
+    ? withEngine(() => runMonteCarlo(input, engineAssumptions(work.assumptions), { paths: (work.monteCarlo as { simulations: number }).simulations, seed: (work.monteCarlo as { seed: number }).seed, price: work.price, horizonMonths: work.horizonMonths }))
+    : null;
+  return {
+    loans: projection.loans,
+    months: projection.months,
+    assumptions: work.assumptions,
+    periods: periodRows(projection),
+    summary: summaryView(projection.summary),
+    monteCarlo: mc ? monteCarloView(mc) : null,
+  };
 }
 
 export function createForecastingService(deps: ForecastingDeps) {
@@ -260,7 +293,7 @@ export function createForecastingService(deps: ForecastingDeps) {
       try {
         const bookLoans = payload.work.book && deps.book ? await deps.book.loans(payload.work.currency ?? 'USD') : undefined;
         await progress(0.05);
-        const result = computeForecast(payload.work, bookLoans);
+        const result = await computeForecastOnThreads(payload.work, bookLoans, deps.threads, (fraction) => void progress(0.05 + 0.85 * fraction));
         await progress(0.95);
         await repo.finishForecast(db, id, {
           status: 'succeeded',
