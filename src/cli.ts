@@ -21,7 +21,21 @@ import { migrateUp, migrationStatus, pendingMigrations } from './platform/migrat
 import { packageVersion } from './platform/paths.js';
 import { createRedis } from './platform/redis.js';
 import { createEodScheduler } from './servicing/eod-schedule.js';
-import { formatMoney, isCurrency } from './engine/index.js';
+import { formatMoney, isCurrency, isEngineError, type PoolProjection } from './engine/index.js';
+import {
+  ForecastOptionError,
+  forecastJson,
+  forecastSettings,
+  periodsCsv,
+  projectTape,
+  readLoanTape,
+  summaryText,
+  TAPE_SLICE,
+  TapeError,
+  type ForecastFlags,
+  type ForecastSettings,
+  type LoanTape,
+} from './forecasting/tape.js';
 import type { Redis } from 'ioredis';
 import type { Kysely } from 'kysely';
 import type { Registry } from 'prom-client';
@@ -501,6 +515,122 @@ audit
       process.exitCode = 1;
     }
   });
+
+/** Tapes from this size up show a reading bar (on a terminal): big enough that reading them takes a noticeable while. */
+const LARGE_TAPE_BYTES = 4 << 20;
+
+/**
+ * A one-line progress bar on stderr, redrawn when the whole percentage changes. The caller
+ * draws it only on a terminal: piped or captured stderr gets nothing.
+ */
+function progressBar(label: string): { update(done: number, total: number, unit?: string): void; end(): void } {
+  let drawn = -1;
+  return {
+    update(done, total, unit) {
+      const pct = total > 0 ? Math.min(100, Math.floor((done / total) * 100)) : 100;
+      if (pct === drawn) return;
+      drawn = pct;
+      const filled = Math.round((30 * pct) / 100);
+      const counts = unit === undefined ? '' : `  ${done.toLocaleString('en-US')} / ${total.toLocaleString('en-US')} ${unit}`;
+      process.stderr.write(`\r${label}  [${'#'.repeat(filled)}${'.'.repeat(30 - filled)}] ${String(pct).padStart(3)} %${counts}`);
+    },
+    end() {
+      if (drawn >= 0) process.stderr.write('\r\x1b[K');
+      drawn = -1;
+    },
+  };
+}
+
+/**
+ * `loanbook forecast TAPE.csv`: pure computation over a file. It reads no configuration and
+ * opens no database, so it runs anywhere the tape is, with any environment.
+ */
+async function forecastTape(file: string, flags: ForecastFlags): Promise<void> {
+  let settings: ForecastSettings;
+  try {
+    settings = forecastSettings(flags);
+  } catch (e) {
+    if (e instanceof ForecastOptionError || isEngineError(e)) throw new CliError(e.message, 2);
+    throw e;
+  }
+  const terminal = process.stderr.isTTY === true;
+  const bar = progressBar(`reading ${file}`);
+  let tape: LoanTape;
+  try {
+    tape = await readLoanTape(file, {
+      servicingFee: settings.servicingFee,
+      ...(terminal ? { onProgress: (read: number, size: number) => size >= LARGE_TAPE_BYTES && bar.update(read, size) } : {}),
+    });
+  } catch (e) {
+    if (e instanceof TapeError) throw new CliError(e.message, 2);
+    throw e;
+  } finally {
+    bar.end();
+  }
+
+  const projecting = progressBar('projecting');
+  let projection: PoolProjection;
+  try {
+    projection = projectTape(tape, settings, {
+      ...(terminal && tape.count > TAPE_SLICE ? { onProgress: (done: number, total: number) => projecting.update(done, total, 'loans') } : {}),
+    });
+  } catch (e) {
+    // The tape was validated line by line; anything the engine still refuses is the input's fault too.
+    if (isEngineError(e)) throw new CliError(`${file}: ${e.message}`, 2);
+    throw e;
+  } finally {
+    projecting.end();
+  }
+
+  if (settings.out) {
+    const { writeFile } = await import('node:fs/promises');
+    const text = settings.out.format === 'csv' ? periodsCsv(projection) : forecastJson(projection, tape, settings);
+    try {
+      await writeFile(settings.out.path, text);
+    } catch (e) {
+      throw new CliError(`cannot write ${settings.out.path}: ${coerceError(e).message}`);
+    }
+  }
+  process.stdout.write(summaryText(projection, file, settings));
+  if (settings.out) process.stdout.write(`wrote ${projection.months} period(s) to ${settings.out.path}\n`);
+}
+
+program
+  .command('forecast')
+  .description(
+    'Project the cash flows of a loan tape (CSV) under the SIFMA standard formulas: prints the summary and, with --out, ' +
+      'writes the monthly periods. Needs no database and no configuration. Exit code 2 for a bad tape or bad options.',
+  )
+  .argument('<tape>', 'CSV with a header row and the columns loan_id, balance, annual_rate, net_rate, remaining_term, age (any order and case; other columns ignored)')
+  .option('--psa <speed>', 'prepayments: PSA speed in percent (150 = 150 % PSA)')
+  .option('--cpr <rate>', 'prepayments: constant annual rate, a fraction (0.06 = 6 % CPR)')
+  .option('--smm <rate>', 'prepayments: constant monthly rate, a fraction')
+  .option('--sda <speed>', 'defaults: SDA speed in percent (100 = 100 % SDA); default: no defaults')
+  .option('--cdr <rate>', 'defaults: constant annual rate, a fraction')
+  .option('--mdr <rate>', 'defaults: constant monthly rate, a fraction')
+  .option('--severity <fraction>', 'loss severity, a fraction of the defaulted balance (default 0)')
+  .option('--lag <months>', 'months from default to liquidation, 0 to 360 (default 0)')
+  .option('--advances', 'the servicer advances principal and interest on defaulted loans until liquidation (the default)')
+  .option('--no-advances', 'no advancing: investors get only what the performing loans pay')
+  .option('--horizon <months>', 'project at most this many months (default: until every loan is paid or liquidated)')
+  .option('--servicing-fee <rate>', 'annual fee, a fraction: the net rate of a line whose net_rate is empty is annual_rate minus it (default: the gross rate)')
+  .option('--price <price>', 'price per 100 of balance: the summary shows the yield and modified duration at it')
+  .option('--discount-rate <rate>', 'bond-equivalent annual rate, a fraction: the summary shows the NPV at it')
+  .option('--out <file>', 'write the periods: .csv (one row per month) or .json (periods, summary and assumptions)')
+  .addHelpText(
+    'after',
+    '\nExactly one of --psa, --cpr, --smm is required; at most one of --sda, --cdr, --mdr. Rates are fractions,\n' +
+      'PSA and SDA speeds percentages. A progress bar is drawn on stderr for large tapes when it is a terminal.\n\n' +
+      'Example:\n  loanbook forecast tape.csv --psa 150 --sda 100 --severity 0.35 --lag 12 --price 101 --out periods.csv\n',
+  )
+  // Usage errors exit 2 with one line (the other commands keep commander's default: 1, with the help).
+  .showHelpAfterError(false)
+  .configureOutput({ outputError: () => undefined })
+  .exitOverride((e) => {
+    if (e.exitCode === 0) return; // --help: commander exits 0 after this returns
+    throw new CliError(`${e.message.replace(/^error: /, '')} (see loanbook forecast --help)`, 2);
+  })
+  .action(forecastTape);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof CliError) {
