@@ -74,7 +74,8 @@ const forecastOptions = {
   scenario_id: z.uuid().optional().describe('a saved scenario\'s assumptions, instead of `assumptions`'),
   horizon_months: z.number().int().min(1).max(1200).optional(),
   discount_rate: fraction.optional().describe('bond-equivalent annual rate for the NPV'),
-  price: num.refine((v) => v > 0 && v <= 1000, 'must be a price per 100, more than 0').optional(),
+  price: num.refine((v) => v > 0 && v <= 1000, 'must be a price per 100, more than 0').optional().describe('the summary gives the yield at this price'),
+  yield: num.refine((v) => v > -1 && v <= 10, 'must be an annual fraction').optional().describe('bond-equivalent yield: the summary gives the price at it (give price or yield)'),
   monte_carlo: z.strictObject({ simulations: z.number().int().min(1).max(10_000), seed: z.number().int().min(0).max(2 ** 31 - 1) }).optional(),
 };
 const forecastBody = z
@@ -82,9 +83,11 @@ const forecastBody = z
   .superRefine((b, ctx) => {
     if ((b.pool === undefined) === (b.loans === undefined)) ctx.addIssue({ code: 'custom', path: ['pool'], message: 'give either pool or loans' });
     if (b.assumptions !== undefined && b.scenario_id !== undefined) ctx.addIssue({ code: 'custom', path: ['scenario_id'], message: 'give assumptions or scenario_id, not both' });
+    if (b.price !== undefined && b.yield !== undefined) ctx.addIssue({ code: 'custom', path: ['yield'], message: 'give price or yield, not both' });
   });
 const bookBody = z.strictObject({ currency: z.string().regex(/^[A-Z]{3}$/).default('USD').describe('the book is projected one currency at a time'), ...forecastOptions }).superRefine((b, ctx) => {
   if (b.assumptions !== undefined && b.scenario_id !== undefined) ctx.addIssue({ code: 'custom', path: ['scenario_id'], message: 'give assumptions or scenario_id, not both' });
+  if (b.price !== undefined && b.yield !== undefined) ctx.addIssue({ code: 'custom', path: ['yield'], message: 'give price or yield, not both' });
 });
 
 const forecastResponse = z
@@ -207,7 +210,7 @@ export function registerForecastingRoutes(app: App, forecasting: ForecastingServ
     async (request, reply) => {
       const b = request.body;
       const answer = await forecasting.forecast(
-        { pool: b.pool, loans: b.loans, assumptions: b.assumptions, scenarioId: b.scenario_id, horizonMonths: b.horizon_months, discountRate: b.discount_rate, price: b.price, monteCarlo: b.monte_carlo },
+        { pool: b.pool, loans: b.loans, assumptions: b.assumptions, scenarioId: b.scenario_id, horizonMonths: b.horizon_months, discountRate: b.discount_rate, price: b.price, yieldRate: b.yield, monteCarlo: b.monte_carlo },
         viewer(request),
       );
       return sendForecast(reply, answer);
@@ -221,7 +224,7 @@ export function registerForecastingRoutes(app: App, forecasting: ForecastingServ
     },
     async (request, reply) => {
       const b = request.body;
-      const answer = await forecasting.forecastBook({ currency: b.currency, assumptions: b.assumptions, scenarioId: b.scenario_id, horizonMonths: b.horizon_months, discountRate: b.discount_rate, price: b.price, monteCarlo: b.monte_carlo }, viewer(request));
+      const answer = await forecasting.forecastBook({ currency: b.currency, assumptions: b.assumptions, scenarioId: b.scenario_id, horizonMonths: b.horizon_months, discountRate: b.discount_rate, price: b.price, yieldRate: b.yield, monteCarlo: b.monte_carlo }, viewer(request));
       return sendForecast(reply, answer);
     },
   );

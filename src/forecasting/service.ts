@@ -67,6 +67,8 @@ export interface ForecastRequest {
   readonly horizonMonths?: number | undefined;
   readonly discountRate?: number | undefined;
   readonly price?: number | undefined;
+  /** Bond-equivalent yield: the summary gives the price at it (instead of the yield at a price). */
+  readonly yieldRate?: number | undefined;
   readonly monteCarlo?: { simulations: number; seed: number } | undefined;
 }
 
@@ -112,6 +114,7 @@ interface ForecastWork {
   readonly horizonMonths?: number | undefined;
   readonly discountRate?: number | undefined;
   readonly price?: number | undefined;
+  readonly yieldRate?: number | undefined;
   readonly monteCarlo?: { simulations: number; seed: number } | undefined;
 }
 
@@ -131,7 +134,7 @@ function maxMonths(work: ForecastWork, bookLoans?: readonly LoanBody[]): number 
 export function computeForecast(work: ForecastWork, bookLoans?: readonly LoanBody[]): Omit<ForecastResult, 'forecastId'> {
   const { input } = poolInput(work, bookLoans);
   const assumptions = engineAssumptions(work.assumptions);
-  const pricing = { price: work.price, discountRate: work.discountRate };
+  const pricing = { price: work.price, yield: work.yieldRate, discountRate: work.discountRate };
   const projection = withEngine((): PoolProjection =>
     work.pool !== undefined
       ? projectPool(input as Parameters<typeof projectPool>[0], assumptions, { horizonMonths: work.horizonMonths, pricing })
@@ -147,7 +150,7 @@ export const THREADED_MIN_LOANS = 2_000;
 export async function computeForecastOnThreads(work: ForecastWork, bookLoans: readonly LoanBody[] | undefined, threads: CalculationPool | undefined, progress: (fraction: number) => void): Promise<Omit<ForecastResult, 'forecastId'>> {
   const { input, loans } = poolInput(work, bookLoans);
   if (threads === undefined || work.pool !== undefined || loans < THREADED_MIN_LOANS) return computeForecast(work, bookLoans);
-  const pricing = { price: work.price, discountRate: work.discountRate };
+  const pricing = { price: work.price, yield: work.yieldRate, discountRate: work.discountRate };
   let projection: PoolProjection;
   try {
     projection = await threads.projectLoans(input as Parameters<typeof projectLoans>[0], engineAssumptions(work.assumptions), { horizonMonths: work.horizonMonths, pricing }, progress);
@@ -220,7 +223,7 @@ export function createForecastingService(deps: ForecastingDeps) {
   async function runOrQueue(kind: 'forecast' | 'book', viewer: Viewer, work: ForecastWork, scenarioId: string | undefined, hashed: unknown, bookLoans?: readonly LoanBody[]): Promise<ForecastAnswer> {
     const loans = work.pool ? 1 : (bookLoans ?? work.loans ?? []).length;
     const size = loans * Math.max(1, maxMonths(work, bookLoans)) * (work.monteCarlo ? work.monteCarlo.simulations + 1 : 1);
-    const inputs = { loans, pool: work.pool ?? null, assumptions: work.assumptions, horizon_months: work.horizonMonths ?? null, discount_rate: work.discountRate ?? null, price: work.price ?? null, monte_carlo: work.monteCarlo ?? null, loan_months: size };
+    const inputs = { loans, pool: work.pool ?? null, assumptions: work.assumptions, horizon_months: work.horizonMonths ?? null, discount_rate: work.discountRate ?? null, price: work.price ?? null, yield: work.yieldRate ?? null, monte_carlo: work.monteCarlo ?? null, loan_months: size };
     if (size > inlineLimit && deps.jobs) {
       const forecastId = await record(kind, viewer, inputs, hashed, loans, { months: null, summary: null, status: 'queued', scenarioId });
       const job = await deps.jobs.send(FORECAST_JOB_KIND, { forecast_id: forecastId, work: { ...work, book: kind === 'book' } }, { createdBy: viewer.userId });
@@ -271,7 +274,7 @@ export function createForecastingService(deps: ForecastingDeps) {
     async forecast(request: ForecastRequest, viewer: Viewer): Promise<ForecastAnswer> {
       requireStaff(viewer);
       const assumptions = await resolveAssumptions(request);
-      const work: ForecastWork = { pool: request.pool, loans: request.loans, assumptions, horizonMonths: request.horizonMonths, discountRate: request.discountRate, price: request.price, monteCarlo: request.monteCarlo };
+      const work: ForecastWork = { pool: request.pool, loans: request.loans, assumptions, horizonMonths: request.horizonMonths, discountRate: request.discountRate, price: request.price, yieldRate: request.yieldRate, monteCarlo: request.monteCarlo };
       return runOrQueue('forecast', viewer, work, request.scenarioId, work, undefined);
     },
 
@@ -282,7 +285,7 @@ export function createForecastingService(deps: ForecastingDeps) {
       if (!deps.book) throw new AppError('book_unavailable');
       const loans = await deps.book.loans(request.currency);
       if (loans.length === 0) throw new AppError('empty_book', { detail: `No active monthly loans in ${request.currency} to project.` });
-      const work: ForecastWork = { assumptions, horizonMonths: request.horizonMonths, discountRate: request.discountRate, price: request.price, monteCarlo: request.monteCarlo, book: true, currency: request.currency };
+      const work: ForecastWork = { assumptions, horizonMonths: request.horizonMonths, discountRate: request.discountRate, price: request.price, yieldRate: request.yieldRate, monteCarlo: request.monteCarlo, book: true, currency: request.currency };
       return runOrQueue('book', viewer, work, request.scenarioId, { ...work, tape: loans }, loans);
     },
 

@@ -152,6 +152,18 @@ describe(`pool and loan-list forecasts (${dbTarget})`, () => {
     expect(f.summary.npv).not.toBeNull();
   });
 
+  it('price at a yield and yield at a price are inverse; both at once is refused', async () => {
+    const base = { pool: SIFMA_POOL, assumptions: PSA150 };
+    const atPrice = (await post('/v1/cashflows/forecast', { ...base, price: 98.5 })).json<ForecastBody>();
+    expect(atPrice.summary.yield).not.toBeNull();
+    const atYield = await post('/v1/cashflows/forecast', { ...base, yield: atPrice.summary.yield });
+    expect(atYield.statusCode, atYield.body).toBe(200);
+    expect((atYield.json<ForecastBody>().summary as Summary & { price: number }).price).toBeCloseTo(98.5, 8);
+    const both = await post('/v1/cashflows/forecast', { ...base, price: 98.5, yield: 0.05 });
+    expect(both.statusCode).toBe(400);
+    expect(problemOf(both).errors).toEqual(expect.arrayContaining([expect.objectContaining({ pointer: '#/yield' })]));
+  });
+
   it('Monte Carlo: the same seed gives the same percentiles; p5 ≤ p50 ≤ p95', async () => {
     const body = { pool: SIFMA_POOL, assumptions: { ...PSA150, default: { model: 'cdr', rate: 0.02 }, severity: 0.4, months_to_liquidation: 6 }, price: 100, monte_carlo: { simulations: 50, seed: 42 } };
     const a = (await post('/v1/cashflows/forecast', body)).json<ForecastBody>();
