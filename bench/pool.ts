@@ -37,6 +37,7 @@ import {
   type LoanArrays,
   type ProjectionTotals,
 } from '../src/engine/index.js';
+import { createCalculationPool } from '../src/forecasting/threads.js';
 import { BENCH_ASSUMPTIONS, generatePool, type WorkerReply, type WorkerRequest } from './support/pool-fixtures.js';
 
 const { values: flags } = parseArgs({
@@ -212,6 +213,24 @@ async function main(): Promise<void> {
   }
   if (!threaded) throw new Error('no rounds');
 
+  // The product's calculation pool (src/forecasting/threads.ts, what a queued forecast uses):
+  // the pool validated, slices of its shared arrays projected on the threads, the totals
+  // added, then the columns and summary built.
+  const product = createCalculationPool(THREADS);
+  let productSummary: ReturnType<typeof projectionFromTotals>['summary'] | undefined;
+  const productSeconds: number[] = [];
+  try {
+    await product.projectLoans(generatePool(Math.min(LOANS, 20_000 * THREADS), true), BENCH_ASSUMPTIONS, { horizonMonths: MONTHS });
+    for (let r = 0; r < ROUNDS; r++) {
+      const t0 = performance.now();
+      productSummary = (await product.projectLoans(pool, BENCH_ASSUMPTIONS, { horizonMonths: MONTHS, pricing: { price: 100 } })).summary;
+      productSeconds.push((performance.now() - t0) / 1000);
+    }
+  } finally {
+    await product.close();
+  }
+  if (!productSummary) throw new Error('no rounds');
+
   const c = runC();
   if (c.loan_months !== work) throw new Error(`C projected ${c.loan_months} loan-months, TypeScript ${work}: not the same pool`);
 
@@ -223,6 +242,8 @@ async function main(): Promise<void> {
   console.log('\nloan-months per second of wall time (median round; seconds per round in brackets)');
   console.log(`  TypeScript, 1 thread     ${fmt(tsSingle).padStart(13)}   [${rounds(singleSeconds)}]`);
   console.log(`  TypeScript, ${THREADS} threads${THREADS < 10 ? ' ' : ''}   ${fmt(tsThreaded).padStart(13)}   [${rounds(threadedSeconds)}]`);
+  const tsProduct = rate(median(productSeconds));
+  console.log(`  TypeScript, calculation pool of ${THREADS} (src/forecasting/threads.ts) ${fmt(tsProduct).padStart(13)}   [${rounds(productSeconds)}]`);
   console.log(`  C (gcc -O2), 1 thread    ${fmt(cRate).padStart(13)}   [${rounds(c.seconds)}]`);
   // CPU time is the steadier figure for one thread on a machine shared with other work.
   const tsCpu = rate(median(singleCpuSeconds));
@@ -236,6 +257,7 @@ async function main(): Promise<void> {
   console.log(`  C ÷ TypeScript (1 thread), wall   ${cOverTs.toFixed(2)}×   target ≤ 2×: ${cOverTs <= 2 ? 'met' : 'NOT met'}`);
   console.log(`  C ÷ TypeScript (1 thread), CPU    ${(cCpu / tsCpu).toFixed(2)}×`);
   console.log(`  TypeScript ${THREADS} threads ÷ 1 thread    ${speedUp.toFixed(2)}×   (${((speedUp / THREADS) * 100).toFixed(0)} % of linear)`);
+  console.log(`  calculation pool of ${THREADS} ÷ 1 thread  ${(tsProduct / tsSingle).toFixed(2)}×   (${((tsProduct / tsSingle / THREADS) * 100).toFixed(0)} % of linear; includes validating the pool on the main thread and building the columns)`);
   console.log(`  C ÷ TypeScript (${THREADS} threads)         ${(cRate / tsThreaded).toFixed(2)}×`);
   console.log(`  load average during the run: ${loadavg().map((l) => l.toFixed(2)).join(' ')} on ${availableParallelism()} CPUs`);
 
@@ -244,6 +266,9 @@ async function main(): Promise<void> {
   let failures = compare('TypeScript 1 thread vs C', tsSums, c.sums);
   failures += compare(`TypeScript ${THREADS} threads vs 1 thread`, columnSums(threaded), tsSums);
   const summary = projectionFromTotals(single, BENCH_ASSUMPTIONS, { price: 100 }).summary;
+  const relative = Math.max(...(['totalPrincipal', 'totalInterest', 'totalLoss', 'walYears'] as const).map((k) => Math.abs(productSummary[k] - summary[k]) / Math.max(1, Math.abs(summary[k]))));
+  console.log(`  calculation pool vs 1 thread: largest relative difference in the summary ${relative.toExponential(2)} — ${relative <= 1e-9 ? 'agree' : 'DIFFER'} (tolerance 1e-9)`);
+  if (relative > 1e-9) failures++;
   console.log(
     `  pool: balance ${fmt(single.originalBalance)}, principal ${fmt(summary.totalPrincipal)}, interest ${fmt(summary.totalInterest)}, ` +
       `loss ${fmt(summary.totalLoss)}, cumulative defaults ${(summary.cumulativeDefaultRate * 100).toFixed(3)} %, WAL ${summary.walYears.toFixed(3)} y, ` +

@@ -105,12 +105,14 @@ export type LoanBody = z.infer<typeof loanSchema>;
 /** A loan list as the engine's struct of arrays. */
 export function loanArrays(loans: readonly LoanBody[]): LoanArrays {
   const n = loans.length;
-  const balance = new Float64Array(n);
-  const rate = new Float64Array(n);
-  const remainingTerm = new Float64Array(n);
-  const age = new Float64Array(n);
+  // Shared memory, so the calculation threads (threads.ts) read slices without a copy.
+  const column = () => new Float64Array(new SharedArrayBuffer(n * Float64Array.BYTES_PER_ELEMENT));
+  const balance = column();
+  const rate = column();
+  const remainingTerm = column();
+  const age = column();
   const anyNet = loans.some((l) => l.net_rate !== undefined);
-  const netRate = anyNet ? new Float64Array(n) : undefined;
+  const netRate = anyNet ? column() : undefined;
   loans.forEach((l, i) => {
     balance[i] = l.balance;
     rate[i] = l.annual_rate;

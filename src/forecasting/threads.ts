@@ -107,7 +107,8 @@ export function createCalculationPool(size: number): CalculationPool {
         Array.from({ length: slices }, async (_, s) => {
           const from = Math.floor((n * s) / slices);
           const to = Math.floor((n * (s + 1)) / slices);
-          const copy = (x: Float64Array) => x.slice(from, to);
+          // Arrays on a SharedArrayBuffer are shared with the thread (a view, no copy); others are copied and moved.
+          const copy = (x: Float64Array) => (x.buffer instanceof SharedArrayBuffer ? x.subarray(from, to) : x.slice(from, to));
           const request: SliceRequest = {
             id: nextId++,
             balance: copy(prepared.balance),
@@ -118,7 +119,9 @@ export function createCalculationPool(size: number): CalculationPool {
             assumptions: a,
             horizonMonths: months,
           };
-          const transfer = [request.balance, request.rate, request.remainingTerm, request.age, ...(request.netRate ? [request.netRate] : [])].map((x) => x.buffer as ArrayBuffer);
+          const transfer = [request.balance, request.rate, request.remainingTerm, request.age, ...(request.netRate ? [request.netRate] : [])]
+            .map((x) => x.buffer)
+            .filter((b): b is ArrayBuffer => !(b instanceof SharedArrayBuffer));
           const w = await acquire();
           try {
             return await run(w, request, transfer);
