@@ -194,11 +194,7 @@ async function serve(): Promise<void> {
     process.stdout.write(`  Loanbook ${packageVersion} on http://${cfg.host}:${port}  (API docs: /docs)\n`);
   }
 
-  let stopping = false;
-  const shutdown = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down: draining in-flight requests');
+  onStopSignal(logger, cfg.http.shutdownGraceMs, 'shutting down: draining in-flight requests', async () => {
     built.beginShutdown();
     // Requests that arrive from now on get 503 and `Connection: close` (Fastify's
     // return503OnClosing). Those already in flight finish normally; without this their
@@ -209,20 +205,34 @@ async function serve(): Promise<void> {
       if (!res.headersSent) res.setHeader('connection', 'close');
       else res.once('finish', () => setImmediate(() => server.closeIdleConnections()));
     }
-    const force = setTimeout(() => {
-      logger.error('shutdown grace period over; exiting');
-      process.exit(1);
-    }, cfg.http.shutdownGraceMs);
-    force.unref();
     clearInterval(purge);
     void eodScheduler?.stop();
     // app.close stops accepting, lets in-flight requests finish, then runs onClose hooks.
     // Jobs in flight get the same grace, less a second to release the ones still running.
-    Promise.all([app.close(), queue.stop({ graceMs: jobGraceMs(cfg) })])
-      .then(async () => {
-        metricsServer?.close();
-        redis?.disconnect();
-        await database.close();
+    await Promise.all([app.close(), queue.stop({ graceMs: jobGraceMs(cfg) })]);
+    metricsServer?.close();
+    redis?.disconnect();
+    await database.close();
+  });
+}
+
+/**
+ * On SIGTERM or SIGINT (once): logs `message`, runs `stop`, exits 0 when it is done, 1 when it
+ * fails or has not finished within `graceMs`.
+ */
+function onStopSignal(logger: Logger, graceMs: number, message: string, stop: () => Promise<void>): void {
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, message);
+    const force = setTimeout(() => {
+      logger.error('shutdown grace period over; exiting');
+      process.exit(1);
+    }, graceMs);
+    force.unref();
+    stop()
+      .then(() => {
         logger.info('stopped');
         process.exit(0);
       })
@@ -274,31 +284,11 @@ async function worker(): Promise<void> {
   const app = built.app;
   const queue = jobs;
 
-  let stopping = false;
-  const shutdown = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down: finishing jobs in flight');
-    const force = setTimeout(() => {
-      logger.error('shutdown grace period over; exiting');
-      process.exit(1);
-    }, cfg.http.shutdownGraceMs);
-    force.unref();
-    queue
-      .stop({ graceMs: jobGraceMs(cfg) })
-      .then(async () => {
-        await app.close();
-        await database.close();
-        logger.info('stopped');
-        process.exit(0);
-      })
-      .catch((e: unknown) => {
-        logger.error({ err: coerceError(e) }, 'error during shutdown');
-        process.exit(1);
-      });
-  };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
+  onStopSignal(logger, cfg.http.shutdownGraceMs, 'shutting down: finishing jobs in flight', async () => {
+    await queue.stop({ graceMs: jobGraceMs(cfg) });
+    await app.close();
+    await database.close();
+  });
   // Announced once the signals are handled: whoever waits for this line may stop the worker at once.
   logger.info(
     { database: describeTarget(target), kinds: queue.kinds(), concurrency: cfg.workerConcurrency, env: cfg.env, version: packageVersion },

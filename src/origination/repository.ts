@@ -1,6 +1,6 @@
 /** Origination I/O: Kysely queries only, no decisions. Every function takes the executor. */
-import { sql, type Kysely } from 'kysely';
-import type { OriginationTables } from './schema.js';
+import { sql, type Kysely, type Selectable } from 'kysely';
+import type { ApplicationsTable, OriginationTables } from './schema.js';
 
 export type OriginationDb = OriginationTables;
 export type OriginationExecutor = Kysely<OriginationDb>;
@@ -80,28 +80,7 @@ export const APPLICATION_COLUMNS = [
   'input', 'input_hash', 'product_id', 'currency', 'amount', 'status', 'outcome', 'decision_id', 'loan_id', 'created_at', 'updated_at',
 ] as const;
 
-export interface ApplicationRow {
-  id: string;
-  borrower_id: string | null;
-  submitted_by: string;
-  channel: 'v1' | 'loan_apply';
-  applicant_name: string;
-  email: string | null;
-  national_id: string | null;
-  date_of_birth: string | null;
-  applicant_index: string;
-  input: Record<string, unknown>;
-  input_hash: string;
-  product_id: string | null;
-  currency: string;
-  amount: bigint;
-  status: 'decided' | 'in_review' | 'accepted';
-  outcome: string;
-  decision_id: string;
-  loan_id: string | null;
-  created_at: Date;
-  updated_at: Date;
-}
+export type ApplicationRow = Selectable<ApplicationsTable>;
 
 /** Serializes applications of one applicant (the velocity rule) until the transaction ends. */
 export async function lockApplicant(db: OriginationExecutor, applicantIndex: string): Promise<void> {
@@ -150,7 +129,7 @@ export function findApplication(db: OriginationExecutor, id: string, borrowerId?
   let q = db.selectFrom('applications').select(APPLICATION_COLUMNS).where('id', '=', id);
   if (borrowerId !== undefined) q = q.where('borrower_id', '=', borrowerId);
   if (forUpdate) q = q.forUpdate();
-  return q.executeTakeFirst() as unknown as Promise<ApplicationRow | undefined>;
+  return q.executeTakeFirst();
 }
 
 export function listApplications(
@@ -166,7 +145,7 @@ export function listApplications(
   const cmp = filter.oldestFirst ? '>' : '<';
   if (after) q = q.where((eb) => eb.or([eb('created_at', cmp, after.created_at), eb.and([eb('created_at', '=', after.created_at), eb('id', cmp, after.id)])]));
   const dir = filter.oldestFirst ? 'asc' : 'desc';
-  return q.orderBy('created_at', dir).orderBy('id', dir).limit(filter.limit).execute() as unknown as Promise<ApplicationRow[]>;
+  return q.orderBy('created_at', dir).orderBy('id', dir).limit(filter.limit).execute();
 }
 
 export async function updateApplication(db: OriginationExecutor, id: string, set: { status: ApplicationRow['status']; outcome: string; decision_id: string; loan_id?: string | null; updated_at: Date }): Promise<void> {
