@@ -9,7 +9,9 @@ import { createIdentityService, type IdentityService } from './identity/service.
 import type { IdentityDb } from './identity/repository.js';
 import type { LedgerDb } from './ledger/repository.js';
 import { createLedgerService, type LedgerService } from './ledger/service.js';
+import { registerLedgerMetrics } from './ledger/metrics.js';
 import { registerLedgerRoutes } from './ledger/routes.js';
+import { createEodMetrics, registerBookMetrics } from './servicing/book-metrics.js';
 import { createServicingMetrics } from './servicing/metrics.js';
 import type { ServicingDb } from './servicing/repository.js';
 import { registerServicingRoutes } from './servicing/routes.js';
@@ -44,8 +46,11 @@ import {
   type App,
 } from './platform/http.js';
 import { installIdempotency } from './platform/idempotency.js';
+import { installErrorReporting, type ErrorReporter } from './platform/error-reporting.js';
+import { traceQueries } from './platform/telemetry.js';
 import type { Logger } from './platform/logger.js';
-import { createMetrics, installHttpMetrics, registerMetricsRoute, type Metrics } from './platform/metrics.js';
+import { registerBacklogMetrics } from './platform/backlog-metrics.js';
+import { createMetrics, installHttpMetrics, registerComponentMetrics, registerMetricsRoute, type Metrics } from './platform/metrics.js';
 import { packageVersion } from './platform/paths.js';
 import {
   createMemoryRateLimitStore,
@@ -86,6 +91,8 @@ export interface AppDeps {
    * metrics exactly like a domain route. Production code leaves it unset.
    */
   readonly extraRoutes?: (app: App) => void;
+  /** Requests answered 500 are reported to it (SENTRY_DSN; see platform/telemetry.ts startTelemetry). */
+  readonly errorReporter?: ErrorReporter | undefined;
 }
 
 export interface BuiltApp {
@@ -117,8 +124,8 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
   const db: Kysely<AppDatabase> = database.db;
   const clock = deps.clock ?? (() => new Date());
   const metrics = deps.metrics ?? createMetrics();
-  const cipher = createFieldCipher(config.encryptionKey);
-  const signer = createTokenSigner(config.secretKey, config.accessTokenExpireMinutes);
+  const cipher = createFieldCipher(config.encryptionKey, config.previousEncryptionKeys);
+  const signer = createTokenSigner(config.secretKey, config.accessTokenExpireMinutes, config.previousSecretKeys);
 
   // The in-process windows follow the app clock (tests move it; production reads Date.now).
   const memoryStore = createMemoryRateLimitStore(() => clock().getTime());
@@ -140,8 +147,12 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
     refreshTokenExpireDays: config.refreshTokenExpireDays,
   });
 
+  // Traced only when an OTLP endpoint is configured: off, the hot path has no hooks at all.
+  const tracing = config.otel.tracesUrl !== undefined;
+  if (tracing) traceQueries(database.pool);
   const app = await createHttpServer({
     logger,
+    tracing,
     ...config.http,
     trustProxy: config.trustProxy,
     allowedOrigins: config.allowedOrigins,
@@ -154,6 +165,7 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
         'amounts are decimal strings; every operation lists the roles that may call it in `x-roles`.',
     },
   });
+  if (deps.errorReporter) installErrorReporting(app, deps.errorReporter);
   installHttpMetrics(app, metrics);
   installRateLimit(app, { store: rateLimitStore, ...config.rateLimit });
   installAuthorization(app);
@@ -172,6 +184,11 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
   }
   if (deps.jobs) checks.push(deps.jobs.healthCheck());
   checks.push(...(deps.healthChecks ?? []));
+  // Gauges sampled at scrape time (bounded; see platform/metrics.ts): readiness per component, backlogs, the ledger's net, the book.
+  registerComponentMetrics(metrics, logger, checks);
+  registerBacklogMetrics(metrics, logger, db, { jobKinds: () => deps.jobs?.kinds() ?? [] });
+  registerLedgerMetrics(metrics, logger, partView<LedgerDb>(db));
+  registerBookMetrics(metrics, logger, partView<ServicingDb>(db));
   registerHealthRoutes(app, { checks, isShuttingDown: () => shuttingDown, version: packageVersion });
   if (config.metricsPort === undefined) registerMetricsRoute(app, metrics);
 
@@ -181,7 +198,7 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
   registerLedgerRoutes(app, ledger);
   const servicing = createServicingService({ db: partView<ServicingDatabase>(db), ledger, clock, logger, metrics: createServicingMetrics(metrics.registry) });
   registerServicingRoutes(app, servicing);
-  const eod = createEodService({ db: partView<ServicingDatabase>(db), ledger, clock, logger, chunkSize: config.eodChunkSize, lanes: config.eodConcurrency });
+  const eod = createEodService({ db: partView<ServicingDatabase>(db), ledger, clock, logger, chunkSize: config.eodChunkSize, lanes: config.eodConcurrency, onRun: createEodMetrics(metrics.registry) });
   registerEodRoutes(app, eod, logger);
   // Company verifications are cached 10 minutes (the seed's), in Redis when there is one.
   const cache = deps.redis ? createRedisCache(deps.redis, 'loanbook:cache:') : createMemoryCache({ maxEntries: 10_000 });

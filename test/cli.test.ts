@@ -143,7 +143,7 @@ const SLOW = { timeout: 120_000 };
 describe('--help', SLOW, () => {
   const cases: [string[], string, RegExp[]][] = [
     [[], 'loanbook [options] [command]', [/-V, --version/, /^ {2}serve\b/m, /^ {2}migrate\b/m, /^ {2}user\b/m, /^ {2}audit\b/m, /^ {2}SECRET_KEY +JWT signing key/m]],
-    [['serve'], 'loanbook serve [options]', [/^ {2}DATABASE_URL +postgres:/m, /^ {2}DATA_DIR +/m, /^ {2}PORT +/m, /^ {2}SECRET_KEY +/m, /^ {2}ADMIN_PASSWORD +/m, /SIGTERM/]],
+    [['serve'], 'loanbook serve [options]', [/^ {2}--workers <n> +serving processes/m, /^ {2}WEB_CONCURRENCY +/m, /^ {2}DATABASE_URL +postgres:/m, /^ {2}DATA_DIR +/m, /^ {2}PORT +/m, /^ {2}SECRET_KEY +/m, /^ {2}ADMIN_PASSWORD +/m, /SIGTERM/, /SIGHUP/]],
     [['migrate'], 'loanbook migrate [options] [command]', [/^ {2}up\b/m, /^ {2}status\b/m, /^ {2}DATABASE_URL +/m]],
     [['migrate', 'up'], 'loanbook migrate up [options]', [/Apply every pending migration/, /^ {2}DATABASE_URL +/m]],
     [['migrate', 'status'], 'loanbook migrate status [options]', [/exits 1 when any is pending/, /^ {2}DATABASE_URL +/m]],
@@ -153,7 +153,7 @@ describe('--help', SLOW, () => {
       [/^ {2}--email <email> +email address/m, /^ {2}--role <role> +role \(choices: "admin", "underwriter", "servicer",\s+"analyst", "auditor", "borrower"\)/m, /^ {2}--password <password> +/m, /^ {2}ENCRYPTION_KEY +/m],
     ],
     [['audit', 'verify'], 'loanbook audit verify [options]', [/Recompute the hash chain/, /^ {2}DATABASE_URL +/m]],
-    [['worker'], 'loanbook worker [options]', [/Run background jobs/, /^ {2}DATABASE_URL +/m, /^ {2}WORKER_CONCURRENCY +/m, /SIGTERM/]],
+    [['worker'], 'loanbook worker [options]', [/Run background jobs/, /^ {2}DATABASE_URL +/m, /^ {2}WORKER_CONCURRENCY +/m, /^ {2}WORKER_HTTP_PORT +/m, /SIGTERM/]],
   ];
 
   it.each(cases)('loanbook %j --help prints usage, options and environment, and exits 0', async (args, usage, expected) => {
@@ -437,7 +437,8 @@ describe.runIf(isPostgres)('ENV=production serve on PostgreSQL', SLOW, () => {
   });
 
   it('worker runs on the migrated database and exits 0 on SIGTERM', async () => {
-    const worker = new CliProcess(['worker'], { ...env, LOG_LEVEL: 'info', WORKER_CONCURRENCY: '3' });
+    // Its probe port off: tests in parallel would contend for the default 9465 (test/worker-http.test.ts covers it).
+    const worker = new CliProcess(['worker'], { ...env, LOG_LEVEL: 'info', WORKER_CONCURRENCY: '3', WORKER_HTTP_PORT: '0' });
     await worker.waitForStdout(/"message":"loanbook worker running"/);
     expect(worker.logs().find((l) => l.message === 'loanbook worker running')).toMatchObject({ concurrency: 3, env: 'production' });
     worker.child.kill('SIGTERM');

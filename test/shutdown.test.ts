@@ -1,7 +1,8 @@
 /**
  * Graceful shutdown of `loanbook serve` (a child process on the current DB_TARGET):
  * on SIGTERM/SIGINT the listener closes at once, a request already in flight still
- * gets its normal response, and the process logs 'stopped' and exits 0.
+ * gets its normal response, a kept-alive connection is served until it closes (told
+ * so by `Connection: close`), and the process logs 'stopped' and exits 0.
  *
  * The in-flight request is POST /v1/auth/token with its body streamed in two parts.
  * `Expect: 100-continue` makes the server confirm it has parsed the headers and
@@ -115,6 +116,18 @@ function probe(port: number): Promise<{ status: number } | { error: string }> {
   });
 }
 
+/** A GET through `agent`: status, headers, and whether it went out on a kept-alive connection. */
+function get(port: number, agent: Agent, path: string): Promise<{ status: number; headers: IncomingMessage['headers']; reused: boolean }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, agent }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, reused: req.reusedSocket }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 interface Response {
   status: number;
   headers: IncomingMessage['headers'];
@@ -176,16 +189,16 @@ describe(`graceful shutdown of serve (${dbTarget})`, { timeout: 120_000 }, () =>
       served.child.kill('SIGTERM');
       await served.waitForOutput(/"message":"shutting down: draining in-flight requests"/);
 
-      // The listener closes while the request is still open. Until it has, a new
-      // connection may still be answered 503, or be reset if it was caught in the accept
-      // queue as the listener closed; it is never served.
+      // The listener closed with the signal, while the request is still open: a new
+      // connection is refused (or reset, if it was caught in the accept queue as the
+      // listener closed); it is never served.
       const seen: ({ status: number } | { error: string })[] = [];
       for (;;) {
         const r = await probe(served.port);
         seen.push(r);
         if ('error' in r && r.error === 'ECONNREFUSED') break;
       }
-      for (const r of seen.slice(0, -1)) expect([{ status: 503 }, { error: 'ECONNRESET' }]).toContainEqual(r);
+      for (const r of seen.slice(0, -1)) expect(r).toStrictEqual({ error: 'ECONNRESET' });
 
       inFlight.finish();
       const res = await inFlight.response;
@@ -215,6 +228,33 @@ describe(`graceful shutdown of serve (${dbTarget})`, { timeout: 120_000 }, () =>
       expect(served.output()).toContain('"signal":"SIGTERM"');
       expect(await probe(served.port)).toStrictEqual({ error: 'ECONNREFUSED' });
     });
+  });
+
+  it('a kept-alive connection idle at the signal is still served during the drain, told to close, and not reset', async () => {
+    const served = await startServe();
+    const agent = new Agent({ keepAlive: true });
+    try {
+      // The in-flight request holds the drain open on its own connection.
+      const inFlight = slowSignIn(served.port, agent);
+      await inFlight.continued;
+      // A second connection, idle once answered: the one a client is about to reuse.
+      const warm = await get(served.port, agent, '/health/live');
+      expect(warm).toMatchObject({ status: 200, reused: false });
+      expect(warm.headers.connection).toBe('keep-alive');
+
+      served.child.kill('SIGTERM');
+      await served.waitForOutput(/"message":"shutting down: draining in-flight requests"/);
+      // Served normally (not 503, not ECONNRESET), on the same connection, which it then closes.
+      const during = await get(served.port, agent, '/health/live');
+      expect(during).toMatchObject({ status: 200, reused: true });
+      expect(during.headers.connection).toBe('close');
+
+      inFlight.finish();
+      expect((await inFlight.response).status).toBe(200);
+      expect(await served.exited).toStrictEqual({ code: 0, signal: null });
+    } finally {
+      agent.destroy();
+    }
   });
 
   it('SIGINT (Ctrl-C) stops an idle server the same way', async () => {

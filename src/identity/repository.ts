@@ -30,8 +30,9 @@ export function findUserById(db: Executor, id: string): Promise<UserRow | undefi
   return db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
-export function findUserByEmailIndex(db: Executor, emailIndex: string): Promise<UserRow | undefined> {
-  return db.selectFrom('users').selectAll().where('email_index', '=', emailIndex).executeTakeFirst();
+/** By the email's blind index under any configured key (current first; see FieldCipher.blindIndexes). */
+export function findUserByEmailIndex(db: Executor, emailIndexes: readonly string[]): Promise<UserRow | undefined> {
+  return db.selectFrom('users').selectAll().where('email_index', 'in', emailIndexes).executeTakeFirst();
 }
 
 /** Locks the row for the rest of the transaction. */

@@ -34,7 +34,7 @@ export interface ActorContext {
   readonly requestId: string | null;
 }
 
-const EMAIL_INDEX_PURPOSE = 'users.email';
+export const EMAIL_INDEX_PURPOSE = 'users.email';
 const BOOTSTRAP_LOCK_KEY = 0x4c42_4144; // 'LBAD'
 
 export type IdentityService = ReturnType<typeof createIdentityService>;
@@ -43,6 +43,7 @@ export function createIdentityService(deps: IdentityDeps) {
   const { db, cipher, signer, clock } = deps;
 
   const emailIndex = (email: string) => cipher.blindIndex(normaliseEmail(email), EMAIL_INDEX_PURPOSE);
+  const emailIndexes = (email: string) => cipher.blindIndexes(normaliseEmail(email), EMAIL_INDEX_PURPOSE);
   const toUser = (row: UserRow): User => ({
     id: row.id,
     email: cipher.decrypt(row.email_encrypted, { table: 'users', column: 'email', rowId: row.id }),
@@ -80,7 +81,7 @@ export function createIdentityService(deps: IdentityDeps) {
     const passwordHash = await hashPassword(input.password);
     const id = randomUUID();
     return db.transaction().execute(async (trx) => {
-      if (await repo.findUserByEmailIndex(trx, index)) throw new AppError('email_taken');
+      if (await repo.findUserByEmailIndex(trx, emailIndexes(email))) throw new AppError('email_taken');
       let row: UserRow;
       try {
         row = await repo.insertUser(trx, {
@@ -144,7 +145,7 @@ export function createIdentityService(deps: IdentityDeps) {
       // their own slot, so no more than `failures` passwords are verified per window
       // (checking first and counting after let a parallel burst through unchecked).
       const attempt = await store.hit(limiterKey, windowMs);
-      const row = await repo.findUserByEmailIndex(db, index);
+      const row = await repo.findUserByEmailIndex(db, emailIndexes(input.email));
       if (attempt.count > failures) {
         await audit(db, ctx, { action: 'login.refused', subjectType: 'user', subjectId: row?.id ?? null, details: { reason: 'locked' } });
         throw new AppError('too_many_login_failures', {

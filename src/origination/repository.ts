@@ -87,11 +87,12 @@ export async function lockApplicant(db: OriginationExecutor, applicantIndex: str
   await sql`select pg_advisory_xact_lock(hashtextextended(${applicantIndex}, 7))`.execute(db);
 }
 
-export async function countRecentApplications(db: OriginationExecutor, applicantIndex: string, since: Date): Promise<number> {
+/** `applicantIndexes`: the applicant's blind index under every configured key (FieldCipher.blindIndexes). */
+export async function countRecentApplications(db: OriginationExecutor, applicantIndexes: readonly string[], since: Date): Promise<number> {
   const row = await db
     .selectFrom('applications')
     .select((eb) => eb.fn.countAll<string>().as('n'))
-    .where('applicant_index', '=', applicantIndex)
+    .where('applicant_index', 'in', applicantIndexes)
     .where('created_at', '>', since)
     .executeTakeFirstOrThrow();
   return Number(row.n);
@@ -108,6 +109,7 @@ export async function insertApplicationCounting(
   row: Omit<ApplicationRow, 'input' | 'loan_id'> & { input: string },
   decisions: readonly DecisionRowInsert[],
   since: Date,
+  applicantIndexes: readonly string[],
 ): Promise<number> {
   const result = await db
     .with('a', (q) => q.insertInto('applications').values({ ...row, loan_id: null }).returning('id'))
@@ -118,7 +120,7 @@ export async function insertApplicationCounting(
       eb.selectFrom('a').select((e) => e.fn.countAll<string>().as('x')).as('inserted'),
       eb.selectFrom('d').select((e) => e.fn.countAll<string>().as('x')).as('decisions'),
     ])
-    .where('applicant_index', '=', row.applicant_index)
+    .where('applicant_index', 'in', applicantIndexes)
     .where('created_at', '>', since)
     .executeTakeFirstOrThrow();
   if (Number(result.inserted) !== 1 || Number(result.decisions) !== decisions.length) throw new Error('application insert did not write every row');
@@ -134,11 +136,11 @@ export function findApplication(db: OriginationExecutor, id: string, borrowerId?
 
 export function listApplications(
   db: OriginationExecutor,
-  filter: { borrowerId?: string | undefined; applicantIndex?: string | undefined; status?: string | undefined; outcome?: string | undefined; limit: number; after?: { created_at: Date; id: string } | undefined; oldestFirst?: boolean },
+  filter: { borrowerId?: string | undefined; applicantIndexes?: readonly string[] | undefined; status?: string | undefined; outcome?: string | undefined; limit: number; after?: { created_at: Date; id: string } | undefined; oldestFirst?: boolean },
 ) {
   let q = db.selectFrom('applications').select(APPLICATION_COLUMNS);
   if (filter.borrowerId !== undefined) q = q.where('borrower_id', '=', filter.borrowerId);
-  if (filter.applicantIndex !== undefined) q = q.where('applicant_index', '=', filter.applicantIndex);
+  if (filter.applicantIndexes !== undefined) q = q.where('applicant_index', 'in', filter.applicantIndexes);
   if (filter.status !== undefined) q = q.where('status', '=', filter.status as ApplicationRow['status']);
   if (filter.outcome !== undefined) q = q.where('outcome', '=', filter.outcome);
   const after = filter.after;

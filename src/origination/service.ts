@@ -219,7 +219,7 @@ function minorPerMajor(currency: string): bigint {
 }
 
 /** Same person, same index: national id when given, else email, else the name as written (case and spacing folded). */
-function identityKey(r: Pick<ApplicationRequest, 'applicantName' | 'nationalId' | 'email'>): string {
+export function identityKey(r: Pick<ApplicationRequest, 'applicantName' | 'nationalId' | 'email'>): string {
   if (r.nationalId !== undefined) return `nid:${r.nationalId.replace(/[\s-]/g, '').toUpperCase()}`;
   if (r.email !== undefined) return `email:${r.email.trim().toLowerCase()}`;
   return `name:${r.applicantName.trim().replace(/\s+/g, ' ').toLowerCase()}`;
@@ -502,13 +502,15 @@ export function createOriginationService(deps: OriginationDeps) {
       }
       const validationStarted = now();
       const input = decisionInput(request, currency);
-      const applicantIndex = cipher.blindIndex(identityKey(request), 'applicant');
+      // Under every configured key: applications indexed before a key rotation still count.
+      const applicantIndexes = cipher.blindIndexes(identityKey(request), 'applicant');
+      const applicantIndex = applicantIndexes[0]!;
       const at = clock();
       const since = new Date(at.getTime() - DAY_MS);
       const overLimit = () => new AppError('application_velocity_exceeded', { headers: { 'retry-after': '3600' }, detail: `At most ${deps.applicationsPerDay} applications per applicant in 24 hours.` });
       // Checked before the pipeline runs (no provider call for a refused applicant), and again,
       // authoritatively, under the applicant's lock when the application is written.
-      if ((await repo.countRecentApplications(odb, applicantIndex, since)) >= deps.applicationsPerDay) throw overLimit();
+      if ((await repo.countRecentApplications(odb, applicantIndexes, since)) >= deps.applicationsPerDay) throw overLimit();
       const validationMs = now() - validationStarted;
 
       const { champion, challenger } = await activePolicies();
@@ -571,7 +573,7 @@ export function createOriginationService(deps: OriginationDeps) {
       };
       await db.transaction().execute(async (trx) => {
         await repo.lockApplicant(o(trx), applicantIndex);
-        if ((await repo.insertApplicationCounting(o(trx), row, rows, since)) >= deps.applicationsPerDay) throw overLimit();
+        if ((await repo.insertApplicationCounting(o(trx), row, rows, since, applicantIndexes)) >= deps.applicationsPerDay) throw overLimit();
         await appendOutbox<OriginationDatabase>(trx, { topic: 'application.decided', aggregateType: 'application', aggregateId: id, payload: { application_id: id, outcome, policy_id: champion.row.id, borrower_id: borrowerId } });
         await appendAudit<OriginationDatabase>(
           trx,
@@ -626,14 +628,14 @@ export function createOriginationService(deps: OriginationDeps) {
       // Repeat applicants, found by the blind index: a search by personal data is for those who may see it.
       const byApplicant = filter.nationalId !== undefined || filter.email !== undefined;
       if (byApplicant && !PII_READERS.has(viewer.role)) throw new AppError('forbidden', { detail: 'Searching by national id or email is for admins and underwriters.' });
-      const applicantIndex = byApplicant ? cipher.blindIndex(identityKey({ applicantName: '', nationalId: filter.nationalId, email: filter.email }), 'applicant') : undefined;
+      const applicantIndexes = byApplicant ? cipher.blindIndexes(identityKey({ applicantName: '', nationalId: filter.nationalId, email: filter.email }), 'applicant') : undefined;
       let after: { created_at: Date; id: string } | undefined;
       if (filter.startingAfter !== undefined) {
         const a = await repo.findApplication(odb, filter.startingAfter, viewer.role === 'borrower' ? viewer.userId : undefined);
         if (!a) throw new AppError('application_not_found', { detail: 'starting_after names no application' });
         after = { created_at: a.created_at, id: a.id };
       }
-      const rows = await repo.listApplications(odb, { borrowerId: scope, applicantIndex, status: filter.status, outcome: filter.outcome, limit: filter.limit + 1, after });
+      const rows = await repo.listApplications(odb, { borrowerId: scope, applicantIndexes, status: filter.status, outcome: filter.outcome, limit: filter.limit + 1, after });
       const data = await Promise.all(rows.slice(0, filter.limit).map((r) => view(r, viewer, false)));
       return { data, hasMore: rows.length > filter.limit };
     },

@@ -22,6 +22,10 @@ export interface Config {
   readonly secretKey: string;
   readonly encryptionKey: Buffer;
   readonly secretSources: { readonly secretKey: SecretSource; readonly encryptionKey: SecretSource };
+  /** Keys being rotated out (SECRET_KEY_PREVIOUS): access tokens they signed still verify. */
+  readonly previousSecretKeys: readonly string[];
+  /** Keys being rotated out (ENCRYPTION_KEY_PREVIOUS): values they encrypted still decrypt and still match lookups. */
+  readonly previousEncryptionKeys: readonly Buffer[];
   readonly accessTokenExpireMinutes: number;
   readonly refreshTokenExpireDays: number;
   readonly allowedOrigins: readonly string[];
@@ -39,6 +43,10 @@ export interface Config {
     readonly statementTimeoutMs: number;
     readonly connectionTimeoutMs: number;
     readonly idleInTransactionTimeoutMs: number;
+    /** PostgreSQL: longest wait for a free pooled connection before 503 database_unavailable. */
+    readonly acquireTimeoutMs: number;
+    /** PostgreSQL reachability probe; undefined when DB_PROBE_INTERVAL_MS=0. */
+    readonly probe: { readonly intervalMs: number; readonly timeoutMs: number } | undefined;
   };
   readonly http: {
     readonly bodyLimitBytes: number;
@@ -47,14 +55,31 @@ export interface Config {
     readonly headersTimeoutMs: number;
     readonly keepAliveTimeoutMs: number;
     readonly shutdownGraceMs: number;
+    /** Requests in progress at once (probes and /metrics aside); beyond it, 503 at once. */
+    readonly maxInFlight: number;
   };
   readonly idempotencyRetentionHours: number;
   readonly sentryDsn: string | undefined;
   readonly otelExporterEndpoint: string | undefined;
+  /** OpenTelemetry traces (src/platform/telemetry.ts); off when `tracesUrl` is undefined. */
+  readonly otel: {
+    /** OTLP/HTTP JSON traces URL: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as given, else OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces. */
+    readonly tracesUrl: string | undefined;
+    /** Sent with every export (OTEL_EXPORTER_OTLP_HEADERS), e.g. a vendor's API key. */
+    readonly headers: Readonly<Record<string, string>>;
+    readonly serviceName: string;
+    readonly sampler: OtelSampler;
+    /** The ratio of the traceidratio samplers (OTEL_TRACES_SAMPLER_ARG, default 1). */
+    readonly samplerRatio: number;
+  };
   /** Jobs of each kind run at once per process (`loanbook worker`, or `serve` when jobsInProcess). */
   readonly workerConcurrency: number;
   /** Whether `serve` runs the job workers itself. Default: yes on the embedded database, no with DATABASE_URL. */
   readonly jobsInProcess: boolean;
+  /** `loanbook serve` processes (WEB_CONCURRENCY; `--workers` overrides): 1 is one process, more a node:cluster of them. */
+  readonly webConcurrency: number;
+  /** `loanbook worker`'s /health/live, /health/ready and /metrics port; undefined when WORKER_HTTP_PORT=0 turns it off. */
+  readonly workerHttpPort: number | undefined;
   readonly calculationThreadPoolSize: number;
   readonly serperApiKey: string | undefined;
   readonly geminiApiKey: string | undefined;
@@ -79,6 +104,30 @@ export interface Config {
   readonly eodChunkSize: number;
   /** End-of-day chunks in flight at once, each over its own slice of the book. */
   readonly eodConcurrency: number;
+  /** `loanbook backup` / `restore`: default destination, PostgreSQL client tools, S3-compatible storage. */
+  readonly backup: {
+    /** BACKUP_LOCATION: a directory or s3://bucket/prefix; unset: DATA_DIR/backups (embedded) or --to required. */
+    readonly location: string | undefined;
+    /** PG_BIN_DIR: where pg_dump and pg_restore are; unset: on PATH. */
+    readonly pgBinDir: string | undefined;
+    readonly s3: {
+      /** S3_ENDPOINT (MinIO, R2, …); unset: AWS (https://s3.<region>.amazonaws.com). Path-style addressing. */
+      readonly endpoint: string | undefined;
+      readonly region: string;
+      readonly accessKeyId: string | undefined;
+      readonly secretAccessKey: string | undefined;
+    };
+  };
+  /** The outbox relay (src/platform/event-relay.ts): NATS JetStream when natsUrl is set, else the log. */
+  readonly events: {
+    readonly natsUrl: string | undefined;
+    /** JetStream stream holding the events (NATS_STREAM, default LOANBOOK). */
+    readonly natsStream: string;
+    /** Events go to `<prefix>.<topic>` (NATS_SUBJECT_PREFIX, default loanbook). */
+    readonly natsSubjectPrefix: string;
+    /** Wait between relay polls that found nothing more to do (OUTBOX_POLL_INTERVAL_MS, default 1000). */
+    readonly pollIntervalMs: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -145,6 +194,48 @@ const durationMs = (defSeconds: number) =>
       return ms;
     });
 
+/** The OTEL_TRACES_SAMPLER values of the OpenTelemetry environment specification that make sense here. */
+export const OTEL_SAMPLERS = [
+  'always_on',
+  'always_off',
+  'traceidratio',
+  'parentbased_always_on',
+  'parentbased_always_off',
+  'parentbased_traceidratio',
+] as const;
+export type OtelSampler = (typeof OTEL_SAMPLERS)[number];
+
+function isHttpUrl(u: string): boolean {
+  try {
+    const url = new URL(u);
+    return url.protocol === 'http:' || url.protocol === 'https:';
+  } catch {
+    return false;
+  }
+}
+
+/** The OTel spec's base-URL rule: the signal path is appended to OTEL_EXPORTER_OTLP_ENDPOINT (one slash between). */
+function otlpSignalUrl(base: string, path: string): string {
+  return `${base.endsWith('/') ? base : `${base}/`}${path}`;
+}
+
+/** OTEL_EXPORTER_OTLP_HEADERS ("k1=v1,k2=v2", values URL-encoded); undefined when malformed. */
+function parseOtlpHeaders(value: string): Record<string, string> | undefined {
+  const headers: Record<string, string> = {};
+  for (const pair of value.split(',')) {
+    if (pair.trim() === '') continue;
+    const eq = pair.indexOf('=');
+    const key = pair.slice(0, eq).trim();
+    if (eq <= 0 || !/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(key)) return undefined;
+    try {
+      headers[key.toLowerCase()] = decodeURIComponent(pair.slice(eq + 1).trim());
+    } catch {
+      return undefined;
+    }
+  }
+  return headers;
+}
+
 const envSchema = z.object({
   ENV: z.enum(['development', 'test', 'production']).default('development'),
   PORT: intFrom(8000, 0, 65535),
@@ -158,6 +249,8 @@ const envSchema = z.object({
   DATA_DIR: optionalString,
   SECRET_KEY: optionalString,
   ENCRYPTION_KEY: optionalString,
+  SECRET_KEY_PREVIOUS: optionalString,
+  ENCRYPTION_KEY_PREVIOUS: optionalString,
   ACCESS_TOKEN_EXPIRE_MINUTES: intFrom(15, 1, 1440),
   REFRESH_TOKEN_EXPIRE_DAYS: intFrom(14, 1, 365),
   ALLOWED_ORIGINS: optionalString,
@@ -187,14 +280,33 @@ const envSchema = z.object({
   DB_POOL_MAX: intFrom(10, 1, 500),
   DB_STATEMENT_TIMEOUT_MS: intFrom(30_000, 100, 3_600_000),
   DB_CONNECTION_TIMEOUT_MS: intFrom(5_000, 100, 120_000),
+  DB_POOL_ACQUIRE_TIMEOUT_MS: intFrom(500, 10, 120_000),
+  DB_PROBE_INTERVAL_MS: intFrom(1_000, 0, 60_000),
+  DB_PROBE_TIMEOUT_MS: intFrom(2_000, 100, 60_000),
   HTTP_REQUEST_TIMEOUT_MS: intFrom(30_000, 1000, 600_000),
   HTTP_HEADERS_TIMEOUT_MS: intFrom(10_000, 1000, 120_000),
+  HTTP_MAX_IN_FLIGHT: intFrom(0, 0, 100_000),
   SHUTDOWN_GRACE_MS: intFrom(10_000, 0, 120_000),
   IDEMPOTENCY_RETENTION_HOURS: intFrom(24, 1, 24 * 90),
-  SENTRY_DSN: optionalString,
-  OTEL_EXPORTER_OTLP_ENDPOINT: optionalString,
+  SENTRY_DSN: optionalString.refine((d) => d === undefined || /^https?:\/\/[^@/\s]+@[^/\s]+\/(?:[^\s]*\/)?\d+$/.test(d), {
+    message: 'must be a Sentry DSN such as https://<public key>@o0.ingest.sentry.io/<project id>',
+  }),
+  OTEL_EXPORTER_OTLP_ENDPOINT: optionalString.refine((u) => u === undefined || isHttpUrl(u), { message: 'must be an http(s) URL such as http://otel-collector:4318' }),
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: optionalString.refine((u) => u === undefined || isHttpUrl(u), {
+    message: 'must be an http(s) URL such as http://otel-collector:4318/v1/traces',
+  }),
+  OTEL_EXPORTER_OTLP_HEADERS: optionalString.refine((h) => h === undefined || parseOtlpHeaders(h) !== undefined, {
+    message: 'must be comma-separated key=value pairs (values URL-encoded), e.g. "x-api-key=abc,x-team=ops"',
+  }),
+  OTEL_SERVICE_NAME: optionalString,
+  OTEL_TRACES_SAMPLER: z.enum(OTEL_SAMPLERS).default('parentbased_always_on'),
+  OTEL_TRACES_SAMPLER_ARG: optionalString.refine((v) => v === undefined || (/^(0(\.\d+)?|1(\.0+)?)$/.test(v)), {
+    message: 'must be a ratio from 0 to 1, e.g. "0.1"',
+  }),
   WORKER_CONCURRENCY: intFrom(4, 1, 256),
   JOBS_IN_PROCESS: z.enum(['true', 'false']).optional(),
+  WEB_CONCURRENCY: intFrom(1, 1, 256),
+  WORKER_HTTP_PORT: intFrom(9465, 0, 65535),
   CALCULATION_THREAD_POOL_SIZE: intFrom(2, 1, 256),
   SERPER_API_KEY: optionalString,
   GEMINI_API_KEY: optionalString,
@@ -210,7 +322,32 @@ const envSchema = z.object({
   EOD_SCHEDULE: optionalString.refine((v) => v === undefined || /^([01]\d|2[0-3]):[0-5]\d$/.test(v), { message: 'must be a UTC time of day as HH:MM, e.g. "00:30"' }),
   EOD_CHUNK_SIZE: intFrom(500, 1, 100_000),
   EOD_CONCURRENCY: intFrom(2, 1, 64),
+  BACKUP_LOCATION: optionalString,
+  PG_BIN_DIR: optionalString,
+  S3_ENDPOINT: optionalString.refine((u) => u === undefined || /^https?:\/\/[^/?#]+\/?[^?#]*$/.test(u), { message: 'must be an http(s) base URL such as https://minio.internal:9000' }),
+  S3_REGION: optionalString.refine((r) => r === undefined || /^[a-z0-9-]+$/.test(r), { message: 'must be a region name such as eu-west-1' }),
+  AWS_ACCESS_KEY_ID: optionalString,
+  AWS_SECRET_ACCESS_KEY: optionalString,
+  NATS_URL: optionalString.refine((u) => u === undefined || u.split(',').every((s) => isNatsUrl(s.trim())), {
+    message: 'must be a nats:// or tls:// URL (several separated by commas), e.g. "nats://nats:4222"',
+  }),
+  NATS_STREAM: optionalString.refine((v) => v === undefined || /^[A-Za-z0-9_-]{1,64}$/.test(v), {
+    message: 'must be a JetStream stream name: up to 64 letters, digits, "_" or "-"',
+  }),
+  NATS_SUBJECT_PREFIX: optionalString.refine((v) => v === undefined || /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(v), {
+    message: 'must be subject tokens separated by dots, without wildcards, e.g. "loanbook" or "acme.loanbook"',
+  }),
+  OUTBOX_POLL_INTERVAL_MS: intFrom(1000, 10, 60_000),
 });
+
+function isNatsUrl(u: string): boolean {
+  try {
+    const url = new URL(u);
+    return (url.protocol === 'nats:' || url.protocol === 'tls:') && url.hostname !== '';
+  } catch {
+    return false;
+  }
+}
 
 export interface LoadConfigOptions {
   /** Where relative DATA_DIR resolves from; defaults to the process working directory. */
@@ -243,6 +380,17 @@ export function loadConfig(
     if (typeof decoded === 'string') problems.push(`ENCRYPTION_KEY ${decoded}; ${HOW_TO_ENCRYPTION_KEY}`);
     else encryptionKey = decoded;
   }
+  const previousSecretKeys = splitList(e.SECRET_KEY_PREVIOUS);
+  previousSecretKeys.forEach((k, i) => {
+    const weakness = secretKeyWeakness(k);
+    if (weakness) problems.push(`SECRET_KEY_PREVIOUS (entry ${i + 1}) ${weakness}`);
+  });
+  const previousEncryptionKeys: Buffer[] = [];
+  splitList(e.ENCRYPTION_KEY_PREVIOUS).forEach((k, i) => {
+    const decoded = decodeEncryptionKey(k);
+    if (typeof decoded === 'string') problems.push(`ENCRYPTION_KEY_PREVIOUS (entry ${i + 1}) ${decoded}`);
+    else previousEncryptionKeys.push(decoded);
+  });
   if (e.HTTP_HEADERS_TIMEOUT_MS > e.HTTP_REQUEST_TIMEOUT_MS) {
     problems.push(
       `HTTP_HEADERS_TIMEOUT_MS (${e.HTTP_HEADERS_TIMEOUT_MS}) must not exceed HTTP_REQUEST_TIMEOUT_MS (${e.HTTP_REQUEST_TIMEOUT_MS}); ` +
@@ -296,6 +444,8 @@ export function loadConfig(
     secretKey,
     encryptionKey,
     secretSources,
+    previousSecretKeys,
+    previousEncryptionKeys,
     accessTokenExpireMinutes: e.ACCESS_TOKEN_EXPIRE_MINUTES,
     refreshTokenExpireDays: e.REFRESH_TOKEN_EXPIRE_DAYS,
     allowedOrigins,
@@ -311,6 +461,8 @@ export function loadConfig(
       statementTimeoutMs: e.DB_STATEMENT_TIMEOUT_MS,
       connectionTimeoutMs: e.DB_CONNECTION_TIMEOUT_MS,
       idleInTransactionTimeoutMs: 60_000,
+      acquireTimeoutMs: e.DB_POOL_ACQUIRE_TIMEOUT_MS,
+      probe: e.DB_PROBE_INTERVAL_MS === 0 ? undefined : { intervalMs: e.DB_PROBE_INTERVAL_MS, timeoutMs: e.DB_PROBE_TIMEOUT_MS },
     },
     http: {
       bodyLimitBytes: 1024 * 1024,
@@ -319,12 +471,24 @@ export function loadConfig(
       headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,
       keepAliveTimeoutMs: 5_000,
       shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+      // Default: 16 requests per pooled connection, at least 64. Beyond what the pool can
+      // serve within DB_POOL_ACQUIRE_TIMEOUT_MS, admitting more only makes every one slower.
+      maxInFlight: e.HTTP_MAX_IN_FLIGHT === 0 ? Math.max(64, 16 * e.DB_POOL_MAX) : e.HTTP_MAX_IN_FLIGHT,
     },
     idempotencyRetentionHours: e.IDEMPOTENCY_RETENTION_HOURS,
     sentryDsn: e.SENTRY_DSN,
     otelExporterEndpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT,
+    otel: {
+      tracesUrl: e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? (e.OTEL_EXPORTER_OTLP_ENDPOINT === undefined ? undefined : otlpSignalUrl(e.OTEL_EXPORTER_OTLP_ENDPOINT, 'v1/traces')),
+      headers: Object.freeze(parseOtlpHeaders(e.OTEL_EXPORTER_OTLP_HEADERS ?? '') ?? {}),
+      serviceName: e.OTEL_SERVICE_NAME ?? 'loanbook',
+      sampler: e.OTEL_TRACES_SAMPLER,
+      samplerRatio: e.OTEL_TRACES_SAMPLER_ARG === undefined ? 1 : Number(e.OTEL_TRACES_SAMPLER_ARG),
+    },
     workerConcurrency: e.WORKER_CONCURRENCY,
     jobsInProcess: e.JOBS_IN_PROCESS === undefined ? e.DATABASE_URL === undefined : e.JOBS_IN_PROCESS === 'true',
+    webConcurrency: e.WEB_CONCURRENCY,
+    workerHttpPort: e.WORKER_HTTP_PORT === 0 ? undefined : e.WORKER_HTTP_PORT,
     calculationThreadPoolSize: e.CALCULATION_THREAD_POOL_SIZE,
     serperApiKey: e.SERPER_API_KEY,
     geminiApiKey: e.GEMINI_API_KEY,
@@ -342,6 +506,22 @@ export function loadConfig(
     eodSchedule: e.EOD_SCHEDULE,
     eodChunkSize: e.EOD_CHUNK_SIZE,
     eodConcurrency: e.EOD_CONCURRENCY,
+    backup: {
+      location: e.BACKUP_LOCATION,
+      pgBinDir: e.PG_BIN_DIR,
+      s3: {
+        endpoint: e.S3_ENDPOINT,
+        region: e.S3_REGION ?? 'us-east-1',
+        accessKeyId: e.AWS_ACCESS_KEY_ID,
+        secretAccessKey: e.AWS_SECRET_ACCESS_KEY,
+      },
+    },
+    events: {
+      natsUrl: e.NATS_URL,
+      natsStream: e.NATS_STREAM ?? 'LOANBOOK',
+      natsSubjectPrefix: e.NATS_SUBJECT_PREFIX ?? 'loanbook',
+      pollIntervalMs: e.OUTBOX_POLL_INTERVAL_MS,
+    },
   };
   return Object.freeze(config);
 }
@@ -383,6 +563,14 @@ function parseTrustProxy(v: string | undefined): boolean | string {
   if (v === undefined || v === 'false') return false;
   if (v === 'true') return true;
   return v;
+}
+
+/** A comma-separated list of keys (base64 never contains a comma); blanks dropped. */
+function splitList(value: string | undefined): string[] {
+  return (value ?? '')
+    .split(',')
+    .map((k) => k.trim())
+    .filter((k) => k.length > 0);
 }
 
 /** Returns why a signing key is weak, or undefined when it is acceptable. */

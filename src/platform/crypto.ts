@@ -20,8 +20,16 @@ export interface FieldCipher {
   readonly keyId: string;
   encrypt(plaintext: string, ctx: FieldContext): string;
   decrypt(stored: string, ctx: FieldContext): string;
-  /** Deterministic keyed hash of a normalised value, for `WHERE x_index = $1`. */
+  /** Deterministic keyed hash of a normalised value, for `WHERE x_index = $1`; written with new values. */
   blindIndex(value: string, purpose: string): string;
+  /**
+   * The same hash under every configured key, the current key's first: lookups match
+   * `IN (…)` these, so rows indexed under a previous key are still found while a key
+   * rotation's re-encryption (`loanbook keys reencrypt`) has not reached them.
+   */
+  blindIndexes(value: string, purpose: string): string[];
+  /** Whether a stored value was encrypted with the current key (false: re-encrypt it). */
+  isCurrent(stored: string): boolean;
 }
 
 export class FieldDecryptionError extends Error {
@@ -62,8 +70,9 @@ function aad(ctx: FieldContext): Buffer {
 }
 
 /**
- * `current` encrypts; `previous` keys (after a rotation) still decrypt. Blind indexes
- * always use the current key, so rotating it means re-indexing (see docs/operations.md).
+ * `current` encrypts; `previous` keys (after a rotation) still decrypt. New blind indexes
+ * use the current key; lookups try every key (`blindIndexes`) until re-encryption has
+ * re-indexed the rows (see docs/operations.md, "Rotating keys").
  */
 export function createFieldCipher(current: Buffer, previous: readonly Buffer[] = []): FieldCipher {
   const cur = derive(current);
@@ -105,9 +114,19 @@ export function createFieldCipher(current: Buffer, previous: readonly Buffer[] =
       }
     },
     blindIndex(value, purpose) {
-      return createHmac('sha256', cur.indexKey).update(purpose).update('\u0000').update(value).digest('base64url');
+      return indexUnder(cur, value, purpose);
+    },
+    blindIndexes(value, purpose) {
+      return [...ring.values()].map((k) => indexUnder(k, value, purpose));
+    },
+    isCurrent(stored) {
+      return stored.startsWith(`v1.${cur.id}.`);
     },
   };
+}
+
+function indexUnder(key: DerivedKey, value: string, purpose: string): string {
+  return createHmac('sha256', key.indexKey).update(purpose).update('\u0000').update(value).digest('base64url');
 }
 
 /** Constant-time comparison of two strings (tokens, hashes). */

@@ -142,6 +142,14 @@ export const PlatformProblem = defineProblems({
     title: 'Service unavailable',
     description: 'The service is starting, shutting down or overloaded. Retry later.',
   },
+  database_unavailable: {
+    status: 503,
+    title: 'Database unavailable',
+    description:
+      'The database cannot serve the request right now: it is restarting or unreachable, or every connection stayed busy for ' +
+      'DB_POOL_ACQUIRE_TIMEOUT_MS. Nothing was changed by this request. Retry after the Retry-After interval (with the same ' +
+      'Idempotency-Key for a POST).',
+  },
   internal_error: {
     status: 500,
     title: 'Internal server error',

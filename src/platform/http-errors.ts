@@ -9,6 +9,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors, isResponseSerializationError } from 'fastify-type-provider-zod';
+import { DatabaseUnavailableError, isDatabaseUnavailable } from './database.js';
 import { AppError, coerceError, isAppError, pointerFromPath, type FieldError } from './errors.js';
 import type { App } from './http.js';
 import type { Logger } from './logger.js';
@@ -141,8 +142,23 @@ function toAppError(error: unknown, request: FastifyRequest): AppError {
     request.log.warn({ err: coerceError(error) }, 'uncatalogued client error');
     return fe.statusCode === 404 ? new AppError('not_found') : new AppError('validation_failed', { detail: 'The request is invalid.' });
   }
+  if (isDatabaseUnavailable(error)) return databaseUnavailable(error, request);
   request.log.error({ err: coerceError(error) }, 'unhandled error');
   return new AppError('internal_error');
+}
+
+/**
+ * The database cannot serve (down, restarting, unreachable, pool exhausted): a 503 the
+ * client may retry, never a 500. A busy pool clears within a second; a restart takes longer.
+ */
+function databaseUnavailable(error: unknown, request: FastifyRequest): AppError {
+  const exhausted = error instanceof DatabaseUnavailableError && error.reason === 'pool_exhausted';
+  const err = coerceError(error);
+  request.log.warn({ err: { message: err.message, code: (err as { code?: unknown }).code } }, 'database unavailable');
+  return new AppError('database_unavailable', {
+    detail: exhausted ? 'Every database connection is busy; retry shortly.' : 'The database is unavailable; retry shortly.',
+    headers: { 'retry-after': exhausted ? '1' : '2' },
+  });
 }
 
 function validationLocation(context: string | undefined): FieldError['location'] {

@@ -18,6 +18,7 @@ import { AppError, coerceError } from './errors.js';
 import { BASELINE_SECURITY_HEADERS, installErrorHandling, sendProblem, writeClientError } from './http-errors.js';
 import type { Logger } from './logger.js';
 import { installOpenApi } from './openapi.js';
+import { installRequestTracing } from './telemetry.js';
 
 export { BASELINE_SECURITY_HEADERS, sendProblem } from './http-errors.js';
 export { registerDocsRoutes } from './openapi.js';
@@ -64,6 +65,10 @@ export interface HttpOptions {
   readonly allowedOrigins: readonly string[];
   readonly authenticator: Authenticator;
   readonly openapi: { readonly title: string; readonly version: string; readonly description: string };
+  /** A span per request (OpenTelemetry); its hooks come before all others. */
+  readonly tracing?: boolean;
+  /** Requests in progress at once; the next gets 503 before any work is done for it. Default: no limit. */
+  readonly maxInFlight?: number;
 }
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -115,6 +120,7 @@ export async function createHttpServer(options: HttpOptions): Promise<App> {
   app.decorateRequest('principal', null);
   app.decorateRequest('correlationId', '');
 
+  if (options.tracing === true) installRequestTracing(app);
   installJsonParser(app, options.jsonMaxDepth);
   installRouteRegistry(app);
   installErrorHandling(app);
@@ -124,6 +130,8 @@ export async function createHttpServer(options: HttpOptions): Promise<App> {
     request.correlationId = correlationIdOf(request.raw, request.id);
     void reply.header('x-request-id', request.id).header('x-correlation-id', request.correlationId);
   });
+
+  if (options.maxInFlight !== undefined) installAdmissionLimit(app, options.maxInFlight);
 
   // One access-log line per request: the route template, never the raw URL (query strings
   // and path ids may carry personal data). Probes and scrapes log at debug.
@@ -333,3 +341,33 @@ export function unauthenticated(): AppError {
   });
 }
 
+
+/**
+ * Load shedding: at most `limit` requests in progress; the next is answered 503 with
+ * Retry-After from its first hook, before its body is read, its token verified or a
+ * database connection sought. Under a burst larger than the pool can serve, the excess is
+ * turned away in milliseconds instead of queueing for a connection it would not get in
+ * time (DB_POOL_ACQUIRE_TIMEOUT_MS). Probes and /metrics are not counted or refused: an
+ * overloaded instance is alive, and says so.
+ */
+function installAdmissionLimit(app: App, limit: number): void {
+  const admitted = new WeakSet<object>();
+  let inFlight = 0;
+  const release = (request: object) => {
+    if (admitted.delete(request)) inFlight -= 1;
+  };
+  app.addHook('onRequest', async (request) => {
+    const route = request.routeOptions.url ?? '';
+    if (route.startsWith('/health') || route === '/metrics') return;
+    if (inFlight >= limit) {
+      throw new AppError('service_unavailable', {
+        detail: `This instance has ${limit} requests in progress (HTTP_MAX_IN_FLIGHT); retry after the Retry-After interval.`,
+        headers: { 'retry-after': '1' },
+      });
+    }
+    inFlight += 1;
+    admitted.add(request);
+  });
+  app.addHook('onResponse', async (request) => release(request));
+  app.addHook('onRequestAbort', async (request) => release(request));
+}

@@ -18,7 +18,8 @@
 import { sql, type Kysely } from 'kysely';
 import { canonicalJson } from './canonical-json.js';
 import { sha256Hex } from './crypto.js';
-import { AppError } from './errors.js';
+import { isDatabaseUnavailable } from './database.js';
+import { AppError, coerceError } from './errors.js';
 import type { App } from './http.js';
 import { platformView, type PlatformTables } from './schema.js';
 
@@ -122,7 +123,15 @@ export function installIdempotency<DB extends PlatformTables>(app: App, appDb: K
     if (!claim) return payload;
     claims.delete(request);
     if (reply.statusCode >= 500) {
-      await release(claim);
+      // A failed release (the database went away) leaves the claim to its lease: a retry
+      // before then gets 409 with Retry-After, after it the request runs again.
+      const releasing = release(claim).catch((e: unknown) =>
+        request.log.warn({ err: coerceError(e) }, 'idempotency key not released; it frees when its lease ends'),
+      );
+      // database_unavailable (down, unreachable, pool exhausted) is answered at once: the
+      // release would wait for the same database, and the client is told to retry later anyway.
+      const databaseUnavailable = reply.statusCode === 503 && typeof payload === 'string' && payload.includes('"code":"database_unavailable"');
+      if (!databaseUnavailable) await releasing;
       return payload;
     }
     const body = typeof payload === 'string' ? payload : Buffer.isBuffer(payload) ? payload.toString('utf8') : null;
@@ -136,18 +145,31 @@ export function installIdempotency<DB extends PlatformTables>(app: App, appDb: K
       const v = reply.getHeader(h);
       if (typeof v === 'string') headers[h] = v;
     }
-    await db
-      .updateTable('idempotency_keys')
-      .set({
-        state: 'completed',
-        response_status: reply.statusCode,
-        response_headers: JSON.stringify(headers),
-        response_body: body,
-      })
-      .where('scope', '=', claim.scope)
-      .where('key', '=', claim.key)
-      .where('created_at', '=', sql<Date>`${claim.claimedAt}::timestamptz`)
-      .execute();
+    try {
+      await db
+        .updateTable('idempotency_keys')
+        .set({
+          state: 'completed',
+          response_status: reply.statusCode,
+          response_headers: JSON.stringify(headers),
+          response_body: body,
+        })
+        .where('scope', '=', claim.scope)
+        .where('key', '=', claim.key)
+        .where('created_at', '=', sql<Date>`${claim.claimedAt}::timestamptz`)
+        .execute();
+    } catch (e) {
+      // The response cannot be stored, so it is not acknowledged: the client retries with the
+      // same key once the claim's lease ends (money-moving services dedupe on their own rows).
+      // Answered here, not thrown: for an error response Fastify would not run our error
+      // handler again and would send the raw error instead.
+      const unavailable = isDatabaseUnavailable(e);
+      request.log[unavailable ? 'warn' : 'error']({ err: coerceError(e) }, 'idempotency key response not stored');
+      const problem = new AppError(unavailable ? 'database_unavailable' : 'internal_error', unavailable ? { headers: { 'retry-after': '2' } } : {});
+      for (const [k, v] of Object.entries(problem.headers)) void reply.header(k, v);
+      void reply.code(problem.status).header('content-type', 'application/problem+json').removeHeader('location');
+      return JSON.stringify(problem.toProblem(request.url.split('?')[0], request.id));
+    }
     return payload;
   });
 }

@@ -32,7 +32,9 @@ import type { Database } from './database.js';
 import { coerceError, defineProblems, isAppError } from './errors.js';
 import type { HealthCheck } from './health.js';
 import type { Logger } from './logger.js';
+import type { ErrorReporter } from './error-reporting.js';
 import { isRetryableDbError } from './retry.js';
+import { startJobSpan } from './telemetry.js';
 import { platformView, type PlatformTables } from './schema.js';
 
 export const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
@@ -189,6 +191,8 @@ export interface JobQueueOptions<DB extends PlatformTables> {
   readonly schema?: string;
   /** Registers loanbook_jobs_total and loanbook_job_duration_seconds when given. */
   readonly registry?: Registry;
+  /** Handler failures other than JobErrors, AppErrors and aborts are reported to it (SENTRY_DSN). */
+  readonly errorReporter?: ErrorReporter | undefined;
 }
 
 type JobRow = {
@@ -547,8 +551,9 @@ export function createJobQueue<DB extends PlatformTables>(options: JobQueueOptio
     const progress = createProgressWriter(id, attempt, () => controller.abort(new JobAbort('cancelled')), log);
     const timer = setTimeout(() => controller.abort(new JobAbort('timeout')), timeoutMs);
     const started = performance.now();
+    const span = startJobSpan(kind, id, attempt);
     const handlerDone = Promise.resolve().then(() =>
-      loop.handler({
+      span.run(() => loop.handler({
         id,
         kind,
         payload: claimed.payload,
@@ -556,7 +561,7 @@ export function createJobQueue<DB extends PlatformTables>(options: JobQueueOptio
         maxAttempts: claimed.max_attempts,
         progress: (fraction) => progress.report(fraction),
         signal: controller.signal,
-      }),
+      })),
     );
     let outcome: Outcome;
     try {
@@ -568,12 +573,17 @@ export function createJobQueue<DB extends PlatformTables>(options: JobQueueOptio
       await progress.close();
     }
     const seconds = (performance.now() - started) / 1000;
+    if (!outcome.ok && publicMessage(outcome.error) === JOB_INTERNAL_ERROR) {
+      options.errorReporter?.report(outcome.error, { 'job.kind': kind, 'job.id': id, 'job.attempt': attempt, trace_id: span.traceId });
+    }
 
+    let recordedAs = 'unrecorded';
     try {
       // Not inside `metrics?.finished(…)`: without metrics that would skip the call.
-      const recordedAs = await record(kind, id, attempt, lastAttempt, outcome, log);
+      recordedAs = await record(kind, id, attempt, lastAttempt, outcome, log);
       metrics?.finished(kind, recordedAs, seconds);
     } finally {
+      span.end(recordedAs, outcome.ok ? undefined : outcome.error);
       recordedResolve();
       // The slot stays taken until the handler really returns (an aborted one may not at once).
       await handlerDone.catch(() => undefined);

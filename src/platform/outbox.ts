@@ -7,12 +7,16 @@
  * commit after `publish` returned sends the event again, so consumers deduplicate on
  * `eventId`. Order is kept within a batch; relays running side by side publish their
  * batches in parallel, so across batches only "each event after its batch's earlier
- * ones" holds.
+ * ones" holds. After a drain whose publish failed the loop waits longer each time
+ * (doubling, capped), so a broker outage costs a retry every few seconds, not a warning
+ * per poll.
  */
 import { randomUUID } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
+import { Counter, type Registry } from 'prom-client';
 import { canonicalJson } from './canonical-json.js';
 import { coerceError } from './errors.js';
+import type { HealthCheck } from './health.js';
 import type { Logger } from './logger.js';
 import { platformView, type PlatformTables } from './schema.js';
 
@@ -45,6 +49,23 @@ export interface OutboxMessage {
   readonly occurredAt: Date;
   /** Failed publish attempts so far. */
   readonly attempts: number;
+}
+
+/**
+ * Where a relay sends events: a broker (src/platform/events-nats.ts) or the log
+ * (src/platform/event-relay.ts). `publish` resolves once the destination has the event
+ * durably and throws otherwise; it must not use the relay's database (see OutboxRelayDeps).
+ */
+export interface EventSink {
+  /** Names the destination in logs: 'nats', 'log'. */
+  readonly kind: string;
+  /** Begins connecting; resolves after the first attempt, whether or not it succeeded. Never throws. */
+  start(): Promise<void>;
+  publish(event: OutboxMessage): Promise<void>;
+  /** Present when the sink depends on a service outside the process. */
+  readonly healthCheck?: HealthCheck;
+  /** Releases connections; publishes still waiting fail. */
+  close(): Promise<void>;
 }
 
 export interface OutboxRecord extends OutboxMessage {
@@ -144,12 +165,16 @@ export interface OutboxRelayDeps<DB extends PlatformTables> {
   readonly batchSize?: number;
   /** Wait between drains that found less than a full batch (default 1000 ms). */
   readonly pollIntervalMs?: number;
+  /** Longest wait after consecutive drains whose publish failed (default 10000 ms; never below pollIntervalMs). */
+  readonly maxBackoffMs?: number;
+  /** Where loanbook_outbox_published_total and loanbook_outbox_publish_failures_total are registered. */
+  readonly registry?: Registry;
   /** Sets published_at (default: the system clock). */
   readonly clock?: () => Date;
 }
 
 export interface OutboxRelay {
-  /** Drains in a loop until `stop()`: again at once after a full batch, else after pollIntervalMs. */
+  /** Drains in a loop until `stop()`: again at once after a full batch, else after pollIntervalMs (backing off while drains fail). */
   start(): void;
   /** Ends the loop and waits for batches in progress (the loop's and any drainOnce) to finish. */
   stop(): Promise<void>;
@@ -170,17 +195,20 @@ export function createOutboxRelay<DB extends PlatformTables>(deps: OutboxRelayDe
   const { publish } = deps;
   const batchSize = deps.batchSize ?? 100;
   const pollIntervalMs = deps.pollIntervalMs ?? 1000;
+  const maxBackoffMs = deps.maxBackoffMs ?? 10_000;
   const clock = deps.clock ?? (() => new Date());
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`outbox batchSize must be a positive integer, got ${batchSize}`);
   if (!Number.isFinite(pollIntervalMs) || pollIntervalMs < 0) {
     throw new RangeError(`outbox pollIntervalMs must be a non-negative number, got ${pollIntervalMs}`);
   }
+  if (!Number.isFinite(maxBackoffMs) || maxBackoffMs < 0) throw new RangeError(`outbox maxBackoffMs must be a non-negative number, got ${maxBackoffMs}`);
+  const metrics = deps.registry ? outboxMetrics(deps.registry) : undefined;
 
-  const inProgress = new Set<Promise<number>>();
+  const inProgress = new Set<Promise<Drain>>();
   let loop: LoopState | undefined;
 
-  async function claimAndPublish(): Promise<number> {
-    return db.transaction().execute(async (trx) => {
+  async function claimAndPublish(): Promise<Drain> {
+    const drain = await db.transaction().execute(async (trx) => {
       const rows = await trx
         .selectFrom('outbox_events')
         .select(['id', 'event_id', 'topic', 'aggregate_type', 'aggregate_id', 'payload', 'occurred_at', 'attempts'])
@@ -190,12 +218,15 @@ export function createOutboxRelay<DB extends PlatformTables>(deps: OutboxRelayDe
         .forUpdate()
         .skipLocked()
         .execute();
-      const published: bigint[] = [];
+      const published: { id: bigint; topic: string }[] = [];
+      let failed = false;
       for (const row of rows) {
         try {
           await publish(toMessage(row));
-          published.push(row.id);
+          published.push({ id: row.id, topic: row.topic });
         } catch (e) {
+          failed = true;
+          metrics?.failures.inc();
           const err = coerceError(e);
           logger.warn(
             { err, event_id: row.event_id, topic: row.topic, attempts: row.attempts + 1 },
@@ -211,13 +242,17 @@ export function createOutboxRelay<DB extends PlatformTables>(deps: OutboxRelayDe
         }
       }
       if (published.length > 0) {
-        await trx.updateTable('outbox_events').set({ published_at: clock() }).where('id', 'in', published).execute();
+        const ids = published.map((p) => p.id);
+        await trx.updateTable('outbox_events').set({ published_at: clock() }).where('id', 'in', ids).execute();
       }
-      return published.length;
+      return { topics: published.map((p) => p.topic), failed };
     });
+    // Counted once committed: a batch whose marks roll back is published again, and counted then.
+    for (const topic of drain.topics) metrics?.published.inc({ topic });
+    return drain;
   }
 
-  async function drainOnce(): Promise<number> {
+  async function drain(): Promise<Drain> {
     const batch = claimAndPublish();
     inProgress.add(batch);
     try {
@@ -228,12 +263,18 @@ export function createOutboxRelay<DB extends PlatformTables>(deps: OutboxRelayDe
   }
 
   async function run(state: LoopState): Promise<void> {
+    let failures = 0;
     while (!state.stopped) {
-      let delay = pollIntervalMs;
+      let delay: number;
       try {
-        if ((await drainOnce()) === batchSize) delay = 0; // more may be waiting
+        const result = await drain();
+        failures = result.failed ? failures + 1 : 0;
+        // A full batch that went through: more may be waiting.
+        delay = result.topics.length === batchSize ? 0 : relayDelayMs(pollIntervalMs, maxBackoffMs, failures);
       } catch (e) {
-        logger.error({ err: coerceError(e) }, 'outbox drain failed; retrying after the poll interval');
+        failures++;
+        delay = relayDelayMs(pollIntervalMs, maxBackoffMs, failures);
+        logger.error({ err: coerceError(e), retry_in_ms: delay }, 'outbox drain failed');
       }
       if (state.stopped) break;
       if (delay > 0) {
@@ -266,7 +307,46 @@ export function createOutboxRelay<DB extends PlatformTables>(deps: OutboxRelayDe
       }
       await Promise.allSettled([...inProgress]);
     },
-    drainOnce,
+    drainOnce: async () => (await drain()).topics.length,
+  };
+}
+
+interface Drain {
+  /** Topics of the events published, in order. */
+  readonly topics: readonly string[];
+  /** Whether a publish failed (the batch stopped there). */
+  readonly failed: boolean;
+}
+
+/**
+ * The loop's wait before the next drain: the poll interval, doubled for each consecutive
+ * drain that failed, capped at maxBackoffMs (but never below the poll interval).
+ */
+export function relayDelayMs(pollIntervalMs: number, maxBackoffMs: number, consecutiveFailures: number): number {
+  if (consecutiveFailures === 0) return pollIntervalMs;
+  const backoff = pollIntervalMs * 2 ** Math.min(consecutiveFailures, 30);
+  return Math.max(pollIntervalMs, Math.min(backoff, maxBackoffMs));
+}
+
+function outboxMetrics(registry: Registry): { published: Counter<'topic'>; failures: Counter } {
+  // Registered once per registry: a process running two relays (tests) shares the counters.
+  const existing = (name: string) => registry.getSingleMetric(name) as Counter<'topic'> | undefined;
+  return {
+    published:
+      existing('loanbook_outbox_published_total') ??
+      new Counter({
+        name: 'loanbook_outbox_published_total',
+        help: 'Outbox events published (and marked published), by topic',
+        labelNames: ['topic'] as const,
+        registers: [registry],
+      }),
+    failures:
+      existing('loanbook_outbox_publish_failures_total') ??
+      new Counter({
+        name: 'loanbook_outbox_publish_failures_total',
+        help: 'Outbox publish attempts that failed (the event stays unpublished and is retried)',
+        registers: [registry],
+      }),
   };
 }
 

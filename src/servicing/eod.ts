@@ -43,6 +43,8 @@ export interface EodDeps {
    */
   readonly lanes?: number;
   readonly onChunk?: (loans: number, seconds: number) => void;
+  /** Called once per processing of a run, when it completes or fails (metrics). */
+  readonly onRun?: (outcome: 'completed' | 'failed', seconds: number) => void;
 }
 
 export interface ReconciliationBreak {
@@ -231,6 +233,8 @@ export function createEodService(deps: EodDeps) {
     const row = await repo.findRun(sdb, runId);
     if (!row) throw new AppError('eod_run_not_found');
     const run = { id: row.id, businessDate: row.business_date };
+    const started = process.hrtime.bigint();
+    const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
     try {
       for (;;) {
         // allSettled: a failing lane must not leave another running after the run is marked failed.
@@ -271,9 +275,11 @@ export function createEodService(deps: EodDeps) {
     } catch (error) {
       const e = coerceError(error);
       logger.error({ err: e, run_id: run.id }, 'end of day failed; resume it with the same date');
+      deps.onRun?.('failed', seconds());
       await repo.finishRun(sdb, run.id, { status: 'failed', error: e.message.slice(0, 500) });
       throw error;
     }
+    deps.onRun?.('completed', seconds());
     return runView((await repo.findRun(sdb, runId)) as EodRunRow);
   }
 

@@ -8,6 +8,7 @@ import type { LightMyRequestResponse as InjectResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, bearer, createTestApp, problemOf, TEST_SECRET_KEY, type TestApp } from '../support/app.js';
 import { dbTarget, isPostgres } from '../support/db.js';
+import { signingKeyId } from '../../src/identity/tokens.js';
 
 interface TokenBody {
   access_token: string;
@@ -79,7 +80,8 @@ describe(`sign-in, refresh, logout (${dbTarget})`, () => {
     expect(body.expires_in).toBe(900);
     expect(body.refresh_expires_in).toBe(14 * 86_400);
 
-    expect(decodeProtectedHeader(body.access_token)).toEqual({ alg: 'HS256', typ: 'JWT' });
+    // kid names the signing key (a hash of SECRET_KEY, never the key), for rotation.
+    expect(decodeProtectedHeader(body.access_token)).toEqual({ alg: 'HS256', typ: 'JWT', kid: signingKeyId(TEST_SECRET_KEY) });
     const claims = decodeJwt(body.access_token);
     expect(claims.exp! - claims.iat!).toBe(900);
     expect(claims.iss).toBe('loanbook');

@@ -61,8 +61,16 @@ describe('loadConfig: defaults', () => {
       headersTimeoutMs: 10_000,
       keepAliveTimeoutMs: 5_000,
       shutdownGraceMs: 10_000,
+      maxInFlight: 160,
     });
-    expect(c.db).toEqual({ poolMax: 10, statementTimeoutMs: 30_000, connectionTimeoutMs: 5_000, idleInTransactionTimeoutMs: 60_000 });
+    expect(c.db).toEqual({
+      poolMax: 10,
+      statementTimeoutMs: 30_000,
+      connectionTimeoutMs: 5_000,
+      idleInTransactionTimeoutMs: 60_000,
+      acquireTimeoutMs: 500,
+      probe: { intervalMs: 1_000, timeoutMs: 2_000 },
+    });
     expect(c.idempotencyRetentionHours).toBe(24);
     expect(c.workerConcurrency).toBe(4);
     expect(c.jobsInProcess).toBe(true);
@@ -105,6 +113,13 @@ describe('loadConfig: defaults', () => {
     expect(c.secretKey).toBe(STRONG_SECRET);
     expect(c.encryptionKey.equals(Buffer.from(STRONG_KEY, 'base64'))).toBe(true);
     expect(c.secretSources).toEqual({ secretKey: 'env', encryptionKey: 'env' });
+  });
+
+  it('reads the database failure bounds; DB_PROBE_INTERVAL_MS=0 turns the probe off', () => {
+    const c = load({ DB_POOL_ACQUIRE_TIMEOUT_MS: '250', DB_PROBE_INTERVAL_MS: '500', DB_PROBE_TIMEOUT_MS: '1500' });
+    expect(c.db).toMatchObject({ acquireTimeoutMs: 250, probe: { intervalMs: 500, timeoutMs: 1500 } });
+    expect(load({ DB_PROBE_INTERVAL_MS: '0' }).db.probe).toBeUndefined();
+    expect(() => load({ DB_POOL_ACQUIRE_TIMEOUT_MS: '0' })).toThrow(/DB_POOL_ACQUIRE_TIMEOUT_MS: must be between 10 and 120000/);
   });
 
   it('treats empty values as unset', () => {

@@ -6,17 +6,18 @@
 import { connect } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
-import { createHttpServer, installAuthorization, installCompression, registerDocsRoutes, type App } from '../../src/platform/http.js';
+import { createHttpServer, installAuthorization, installCompression, registerDocsRoutes, type App, type HttpOptions } from '../../src/platform/http.js';
 import { createLogger, type Logger } from '../../src/platform/logger.js';
 import { testConfig } from '../support/app.js';
 import { silentLogger } from '../support/db.js';
 
 /** The platform plugins in the order buildApp installs them, with `register` adding routes and hooks. */
-export async function createBareServer(register: (app: App) => void, logger: Logger = silentLogger): Promise<App> {
+export async function createBareServer(register: (app: App) => void, logger: Logger = silentLogger, overrides: Partial<HttpOptions> = {}): Promise<App> {
   const config = testConfig();
   const app = await createHttpServer({
     logger,
     ...config.http,
+    ...overrides,
     trustProxy: config.trustProxy,
     allowedOrigins: config.allowedOrigins,
     authenticator: { authenticate: async (token) => (token === 'good' ? { userId: 'u1', role: 'admin', sessionId: 's1' } : null) },

@@ -9,11 +9,15 @@ import { sql, type Kysely } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { AppDatabase } from '../../src/app.js';
 import { openDatabase } from '../../src/platform/database.js';
+import { startEventRelay } from '../../src/platform/event-relay.js';
+import { createLogger } from '../../src/platform/logger.js';
+import { Registry } from 'prom-client';
 import {
   OUTBOX_ERROR_MAX_CHARS,
   appendOutbox,
   createOutboxRelay,
   listOutbox,
+  relayDelayMs,
   type OutboxMessage,
   type OutboxRecord,
 } from '../../src/platform/outbox.js';
@@ -314,7 +318,84 @@ describe(`outbox (${dbTarget})`, () => {
       expect(() => createOutboxRelay({ db, logger: silentLogger, publish, batchSize: 0 })).toThrow(RangeError);
       expect(() => createOutboxRelay({ db, logger: silentLogger, publish, batchSize: 1.5 })).toThrow(RangeError);
       expect(() => createOutboxRelay({ db, logger: silentLogger, publish, pollIntervalMs: -1 })).toThrow(RangeError);
+      expect(() => createOutboxRelay({ db, logger: silentLogger, publish, maxBackoffMs: -1 })).toThrow(RangeError);
     });
+
+    it('counts published events by topic once marked, and failed publishes, in the registry given', async () => {
+      await appendOutbox(db, [
+        loanEvent('relay-metrics', { i: 1 }, 'loan.disbursed'),
+        loanEvent('relay-metrics', { i: 2 }, 'loan.paid_off'),
+        loanEvent('relay-metrics', { i: 3 }, 'loan.disbursed'),
+        loanEvent('relay-metrics', { i: 4 }, 'loan.disbursed'),
+      ]);
+      const registry = new Registry();
+      let failNext = false;
+      const relay = createOutboxRelay({
+        db,
+        logger: silentLogger,
+        registry,
+        batchSize: 3,
+        publish: async () => {
+          if (failNext) {
+            failNext = false;
+            throw new Error('broker unavailable');
+          }
+        },
+      });
+      // A second relay on the same registry shares the counters instead of failing to register them.
+      createOutboxRelay({ db, logger: silentLogger, registry, publish: async () => undefined });
+      const value = async (name: string, labels: Record<string, string> = {}) =>
+        (await registry.getSingleMetric(name)!.get()).values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))?.value ?? 0;
+
+      expect(await relay.drainOnce()).toBe(3);
+      failNext = true;
+      expect(await relay.drainOnce()).toBe(0);
+      expect(await relay.drainOnce()).toBe(1);
+      expect(await value('loanbook_outbox_published_total', { topic: 'loan.disbursed' })).toBe(3);
+      expect(await value('loanbook_outbox_published_total', { topic: 'loan.paid_off' })).toBe(1);
+      expect(await value('loanbook_outbox_publish_failures_total')).toBe(1);
+      expect(await registry.metrics()).toContain('loanbook_outbox_published_total{topic="loan.paid_off"} 1');
+    });
+  });
+
+  it('startEventRelay without NATS_URL logs each event (debug), marks it published and counts it; stop() ends the loop', async () => {
+    await markAllPublished(db);
+    const lines: Record<string, unknown>[] = [];
+    const logger = createLogger({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const registry = new Registry();
+    const relay = startEventRelay({
+      db,
+      logger,
+      registry,
+      events: { natsUrl: undefined, natsStream: 'UNUSED', natsSubjectPrefix: 'unused', pollIntervalMs: 10 },
+    });
+    expect(relay.sink).toBe('log');
+    expect(relay.healthChecks).toStrictEqual([]);
+    const ids = await appendOutbox(db, [loanEvent('log-sink', { i: 1 }), loanEvent('log-sink', { i: 2 }, 'loan.paid_off')]);
+    try {
+      await vi.waitFor(async () => expect(await unpublishedCount(db)).toBe(0), { timeout: 5_000, interval: 10 });
+    } finally {
+      await relay.stop(1_000);
+    }
+    expect(lines.find((l) => l.message === 'outbox relay started; NATS_URL is unset, so events are logged (debug) and marked published')).toBeDefined();
+    const logged = lines.filter((l) => l.component === 'events_log');
+    expect(logged.map((l) => [l.event_id, l.topic, l.aggregate_id, l.level])).toStrictEqual([
+      [ids[0], 'loan.disbursed', 'log-sink', 'debug'],
+      [ids[1], 'loan.paid_off', 'log-sink', 'debug'],
+    ]);
+    expect(await registry.metrics()).toContain('loanbook_outbox_published_total{topic="loan.paid_off"} 1');
+
+    await appendOutbox(db, loanEvent('log-sink', { i: 3 }));
+    await sleep(100); // ten poll intervals
+    expect(await unpublishedCount(db)).toBe(1);
+  });
+
+  it('relayDelayMs: the poll interval, doubled per consecutive failed drain, capped, never below the interval', () => {
+    expect(relayDelayMs(1000, 10_000, 0)).toBe(1000);
+    expect([1, 2, 3, 4, 5, 100].map((n) => relayDelayMs(1000, 10_000, n))).toStrictEqual([2000, 4000, 8000, 10_000, 10_000, 10_000]);
+    // A cap below the poll interval never makes the relay poll faster while failing.
+    expect(relayDelayMs(5000, 1000, 3)).toBe(5000);
+    expect(relayDelayMs(0, 10_000, 3)).toBe(0);
   });
 });
 
