@@ -156,6 +156,7 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
     ...config.http,
     trustProxy: config.trustProxy,
     allowedOrigins: config.allowedOrigins,
+    checkoutBudgetMs: config.db.acquireTimeoutMs,
     authenticator: identity.authenticator(),
     openapi: {
       title: 'Loanbook API',

@@ -97,6 +97,7 @@ await drill('pool-exhaustion', async () => {
 
   const refused = outcomes.filter((o) => o.code === 'database_unavailable' || o.code === 'service_unavailable');
   const shed = outcomes.filter((o) => o.code === 'service_unavailable');
+  const waited = outcomes.filter((o) => o.code === 'database_unavailable');
   const without = outcomes.filter((o) => o.status === 503 && o.retryAfter === null);
   const other5xx = outcomes.filter((o) => (o.status >= 500 && o.status !== 503) || o.status === 0);
   const duringLive = live.slice(liveBefore).filter((o) => o.startedAt < burstAt + burstMs);
@@ -107,6 +108,7 @@ await drill('pool-exhaustion', async () => {
       `Pool exhaustion: ${REQUESTS} concurrent payments on one loan held locked ${flags.hold} s; DB_POOL_MAX ${flags.pool}, DB_POOL_ACQUIRE_TIMEOUT_MS ${ACQUIRE_MS}`,
       `  outcomes: ${byStatus(outcomes)} (${byCode(outcomes)}) in ${ms(burstMs)}: 201 got a connection and waited on the lock; service_unavailable shed at admission (HTTP_MAX_IN_FLIGHT); database_unavailable admitted but found no connection free`,
       `  503: ${refused.length} (${shed.length} shed at admission); 503s without Retry-After ${without.length}; time to 503 p50 ${ms(quantile(refused.map((o) => o.ms), 0.5))}, p99 ${ms(p99_503)}, max ${ms(Math.max(0, ...refused.map((o) => o.ms)))}`,
+      `  time to 503: shed at admission p50 ${ms(quantile(shed.map((o) => o.ms), 0.5))} p99 ${ms(quantile(shed.map((o) => o.ms), 0.99))}; after the checkout wait p50 ${ms(quantile(waited.map((o) => o.ms), 0.5))} p99 ${ms(quantile(waited.map((o) => o.ms), 0.99))}`,
       `  other 5xx or no answer: ${other5xx.length}; API process CPU during the burst ${apiCpu.toFixed(2)} s over ${(burstMs / 1000).toFixed(2)} s; load average ${loadavg()[0]?.toFixed(1)}`,
       `  /health/live during the burst: ${duringLive.length} probes ${byStatus(duringLive)}, p50 ${ms(quantile(duringLive.map((o) => o.ms), 0.5))}, p99 ${ms(p99Live)}, max ${ms(Math.max(0, ...duringLive.map((o) => o.ms)))}`,
       `  /health/ready during the burst: ${byStatus(ready)}`,

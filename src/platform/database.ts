@@ -4,6 +4,7 @@
  * `pg.Pool`. Production: DATABASE_URL into a `pg.Pool`. Everything above the pool
  * (Kysely, migrations, raw SQL) is identical, and so are the type parsers.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
@@ -435,6 +436,24 @@ function guardPool(pool: pg.Pool, options: DatabaseOptions, logger: Logger): Poo
 }
 
 /** A counting semaphore whose waiters give up after `timeoutMs`, first come first served. */
+/** What a unit of work (an HTTP request) may still spend waiting for pooled connections, in all. */
+interface CheckoutBudget {
+  remainingMs: number;
+}
+
+const checkoutBudgets = new AsyncLocalStorage<CheckoutBudget>();
+
+/**
+ * Runs `fn` (and everything it starts) under one checkout budget of `ms`: its checkouts
+ * together wait at most that long for a free connection. A request makes several
+ * checkouts (authentication, the idempotency claim, its transaction); without a shared
+ * budget each could wait the whole DB_POOL_ACQUIRE_TIMEOUT_MS, and a request under pool
+ * exhaustion would be refused only after several of them.
+ */
+export function withCheckoutBudget<T>(ms: number, fn: () => T): T {
+  return checkoutBudgets.run({ remainingMs: ms }, fn);
+}
+
 function createPermits(max: number, timeoutMs: number): { acquire(): Promise<void>; release(): void } {
   let free = max;
   const waiters: (() => void)[] = [];
@@ -444,15 +463,20 @@ function createPermits(max: number, timeoutMs: number): { acquire(): Promise<voi
         free--;
         return Promise.resolve();
       }
+      const budget = checkoutBudgets.getStore();
+      const waitMs = Math.max(0, Math.min(timeoutMs, budget?.remainingMs ?? timeoutMs));
+      const startedAt = performance.now();
       return new Promise<void>((resolve, reject) => {
         const grant = () => {
           clearTimeout(timer);
+          if (budget) budget.remainingMs -= performance.now() - startedAt;
           resolve();
         };
         const timer = setTimeout(() => {
           waiters.splice(waiters.indexOf(grant), 1);
+          if (budget) budget.remainingMs = 0;
           reject(new DatabaseUnavailableError('pool_exhausted', `no database connection became free within ${timeoutMs} ms`));
-        }, timeoutMs);
+        }, waitMs);
         waiters.push(grant);
       });
     },

@@ -14,6 +14,7 @@ import type { FastifyInstance, RouteOptions } from 'fastify';
 import FindMyWay from 'find-my-way';
 import type { HTTPMethod } from 'find-my-way';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import { withCheckoutBudget } from './database.js';
 import { AppError, coerceError } from './errors.js';
 import { BASELINE_SECURITY_HEADERS, installErrorHandling, sendProblem, writeClientError } from './http-errors.js';
 import type { Logger } from './logger.js';
@@ -69,6 +70,8 @@ export interface HttpOptions {
   readonly tracing?: boolean;
   /** Requests in progress at once; the next gets 503 before any work is done for it. Default: no limit. */
   readonly maxInFlight?: number;
+  /** How long an admitted request may wait for database connections, all its checkouts together (DB_POOL_ACQUIRE_TIMEOUT_MS). */
+  readonly checkoutBudgetMs?: number;
 }
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -131,7 +134,7 @@ export async function createHttpServer(options: HttpOptions): Promise<App> {
     void reply.header('x-request-id', request.id).header('x-correlation-id', request.correlationId);
   });
 
-  if (options.maxInFlight !== undefined) installAdmissionLimit(app, options.maxInFlight);
+  if (options.maxInFlight !== undefined) installAdmissionLimit(app, options.maxInFlight, options.checkoutBudgetMs);
 
   // One access-log line per request: the route template, never the raw URL (query strings
   // and path ids may carry personal data). Probes and scrapes log at debug.
@@ -350,23 +353,32 @@ export function unauthenticated(): AppError {
  * time (DB_POOL_ACQUIRE_TIMEOUT_MS). Probes and /metrics are not counted or refused: an
  * overloaded instance is alive, and says so.
  */
-function installAdmissionLimit(app: App, limit: number): void {
+function installAdmissionLimit(app: App, limit: number, checkoutBudgetMs: number | undefined): void {
   const admitted = new WeakSet<object>();
   let inFlight = 0;
   const release = (request: object) => {
     if (admitted.delete(request)) inFlight -= 1;
   };
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', (request, _reply, done) => {
     const route = request.routeOptions.url ?? '';
-    if (route.startsWith('/health') || route === '/metrics') return;
+    if (route.startsWith('/health') || route === '/metrics') {
+      done();
+      return;
+    }
     if (inFlight >= limit) {
-      throw new AppError('service_unavailable', {
-        detail: `This instance has ${limit} requests in progress (HTTP_MAX_IN_FLIGHT); retry after the Retry-After interval.`,
-        headers: { 'retry-after': '1' },
-      });
+      done(
+        new AppError('service_unavailable', {
+          detail: `This instance has ${limit} requests in progress (HTTP_MAX_IN_FLIGHT); retry after the Retry-After interval.`,
+          headers: { 'retry-after': '1' },
+        }),
+      );
+      return;
     }
     inFlight += 1;
     admitted.add(request);
+    // The rest of the request runs under one budget for connection checkouts.
+    if (checkoutBudgetMs === undefined) done();
+    else withCheckoutBudget(checkoutBudgetMs, done);
   });
   app.addHook('onResponse', async (request) => release(request));
   app.addHook('onRequestAbort', async (request) => release(request));

@@ -11,7 +11,7 @@ import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { buildApp, type BuiltApp } from '../../src/app.js';
 import { AppError } from '../../src/platform/errors.js';
-import { DatabaseUnavailableError, isDatabaseUnavailable, openDatabase, type Database, type DatabaseOptions } from '../../src/platform/database.js';
+import { DatabaseUnavailableError, isDatabaseUnavailable, openDatabase, withCheckoutBudget, type Database, type DatabaseOptions } from '../../src/platform/database.js';
 import type { App } from '../../src/platform/http.js';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, bearer, testConfig } from '../support/app.js';
 import { createEmptyDatabase, createTestDatabase, isPostgres, silentLogger, testDbOptions, type TestDatabase } from '../support/db.js';
@@ -215,6 +215,22 @@ describe.runIf(isPostgres)('bounded checkouts and the reachability probe (Postgr
     const { rows } = await sql<{ v: number }>`select 1 as v`.execute(database.db);
     expect(rows).toStrictEqual([{ v: 1 }]);
     held[1]!.release();
+  });
+
+  it('checkouts under one budget (one request) wait for connections at most the budget in all, not each', async () => {
+    const database = await open(empty.url!, { poolMax: 1, acquireTimeoutMs: 60_000 });
+    const held = await database.pool.connect();
+    await withCheckoutBudget(150, async () => {
+      // The first wait uses up the budget…
+      await expect(database.pool.connect()).rejects.toMatchObject({ reason: 'pool_exhausted' });
+      // …so a second checkout of the same request is refused without waiting, although the
+      // connection is released soon after it starts (with a fresh 60 s wait it would get it).
+      const second = database.pool.connect();
+      setTimeout(() => held.release(), 200);
+      await expect(second).rejects.toMatchObject({ reason: 'pool_exhausted' });
+    });
+    // Another request has its own budget: the released connection is handed to it.
+    (await withCheckoutBudget(10_000, () => database.pool.connect())).release();
   });
 
   it('a waiter is handed the next released connection, in arrival order', async () => {

@@ -110,7 +110,11 @@ export async function createBackup(source: BackupSource, location: string, deps:
       tap.destroy(e as Error);
       throw e;
     });
-    await Promise.all([pipeline(Readable.from(counted()), encrypt, tap), putting]);
+    // Both settle before the backup answers: a failed dump must not return while the store
+    // is still removing its partial file.
+    const [dumped, stored] = await Promise.allSettled([pipeline(Readable.from(counted()), encrypt, tap), putting]);
+    if (dumped.status === 'rejected') throw dumped.reason;
+    if (stored.status === 'rejected') throw stored.reason;
   };
   const figures =
     source.kind === 'postgres' ? await dumpPostgres(source.url, deps.tools, deps.inspect, sink) : await dumpPglite(source.dir, deps.inspect, sink);
