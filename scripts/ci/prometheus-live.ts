@@ -25,6 +25,7 @@ import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import YAML from 'yaml';
+import { PRODUCT } from '../../test/support/products.js';
 import { EXTERNAL_METRICS, metricNames } from './promql.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -253,23 +254,7 @@ async function drive(api: string): Promise<void> {
   await call('GET', '/v1/no-such-route', token, undefined, [404]);
 
   const product = (
-    await call('POST', '/v1/products', token, {
-      code: `ops-${randomUUID().slice(0, 8)}`,
-      name: 'Personal loan',
-      currency: 'USD',
-      interest_method: 'declining_balance',
-      amortization: 'equal_installments',
-      day_count: '30/360',
-      frequency: 'monthly',
-      allocation_strategy: 'oldest_due_first',
-      overpayment: 'credit_balance',
-      min_amount: '100.00',
-      max_amount: '1000000.00',
-      min_term: 1,
-      max_term: 480,
-      min_rate: '0',
-      max_rate: '0.36',
-    }, [201])
+    await call('POST', '/v1/products', token, { ...PRODUCT, code: `ops-${randomUUID().slice(0, 8)}` }, [201])
   ).json;
   const borrower = (await call('POST', '/v1/users', token, { email: `borrower-${randomUUID().slice(0, 8)}@example.test`, password: `pw-${randomUUID()}`, role: 'borrower' }, [201])).json;
   const loan = (await call('POST', '/v1/loans', token, { product_id: product.id, borrower_id: borrower.id, principal: '1200.00', annual_rate: '0.12', term: 12 }, [201])).json;

@@ -16,26 +16,8 @@ import { registerBookMetrics } from '../../src/servicing/book-metrics.js';
 import type { ServicingDb } from '../../src/servicing/repository.js';
 import { createTestApp, type TestApp } from '../support/app.js';
 import { dbTarget, silentLogger } from '../support/db.js';
+import { parseMetrics, type Sample } from '../support/metrics.js';
 import { bookLoan, createProduct, post, servicingDb, setBusinessDate } from '../support/servicing.js';
-
-interface Sample {
-  readonly name: string;
-  readonly labels: Record<string, string>;
-  readonly value: number;
-}
-
-function parse(text: string): Sample[] {
-  const out: Sample[] = [];
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$/.exec(line);
-    if (!m) throw new Error(`unparseable metrics line: ${line}`);
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!;
-    out.push({ name: m[1]!, labels, value: Number(m[3]) });
-  }
-  return out;
-}
 
 /** Every series of `name` as labels-JSON → value. */
 function series(samples: readonly Sample[], name: string): Record<string, number> {
@@ -50,7 +32,7 @@ let admin: string;
 let fresh: Metrics;
 
 async function scrape(metrics: Metrics = fresh): Promise<Sample[]> {
-  return parse(await metrics.registry.metrics());
+  return parseMetrics(await metrics.registry.metrics());
 }
 
 beforeAll(async () => {

@@ -11,26 +11,7 @@ import { buildApp, type BuiltApp } from '../../src/app.js';
 import type { App } from '../../src/platform/http.js';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, bearer, createTestApp, testConfig, type TestApp } from '../support/app.js';
 import { createTestDatabase, dbTarget, silentLogger, type TestDatabase } from '../support/db.js';
-
-interface Sample {
-  readonly name: string;
-  readonly labels: Record<string, string>;
-  readonly value: number;
-}
-
-/** Parses the Prometheus text exposition format (samples only). */
-function parseMetrics(text: string): Sample[] {
-  const out: Sample[] = [];
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$/.exec(line);
-    if (!m) throw new Error(`unparseable metrics line: ${line}`);
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!;
-    out.push({ name: m[1]!, labels, value: Number(m[3]) });
-  }
-  return out;
-}
+import { parseMetrics, type Sample } from '../support/metrics.js';
 
 /** The value of the one sample with exactly these labels; undefined when absent. */
 function valueOf(samples: readonly Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
