@@ -10,16 +10,10 @@
  * loanbook_metrics_sample_errors_total{sampler="ledger"} rising, and the gauge keeps its
  * last value.
  */
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { Logger } from '../platform/logger.js';
 import { createSampler, readWithTimeout, registerSampledGauge, type Metrics } from '../platform/metrics.js';
-import type { LedgerDb } from './repository.js';
-
-/** Net of every journal line per currency, minor units. */
-export async function ledgerNetByCurrency(db: Kysely<LedgerDb>): Promise<Map<string, bigint>> {
-  const r = await sql<{ currency: string; net: bigint }>`select currency, sum(amount)::bigint as net from journal_lines group by currency`.execute(db);
-  return new Map(r.rows.map((row) => [row.currency, row.net]));
-}
+import { ledgerNetByCurrency, type LedgerDb } from './repository.js';
 
 export function registerLedgerMetrics(metrics: Metrics, logger: Logger, db: Kysely<LedgerDb>, options: { maxAgeMs?: number; statementTimeoutMs?: number } = {}): void {
   const timeout = options.statementTimeoutMs ?? 5000;

@@ -86,3 +86,9 @@ export function sumsByAccount(db: LedgerExecutor, asOf: string | null) {
   if (asOf !== null) query = query.where('e.entry_date', '<=', asOf);
   return query.execute();
 }
+
+/** Net of every journal line per currency, minor units (0 everywhere in a sound ledger). */
+export async function ledgerNetByCurrency(db: Kysely<LedgerDb>): Promise<Map<string, bigint>> {
+  const r = await sql<{ currency: string; net: bigint }>`select currency, sum(amount)::bigint as net from journal_lines group by currency`.execute(db);
+  return new Map(r.rows.map((row) => [row.currency, row.net]));
+}
